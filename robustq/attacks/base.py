@@ -1,0 +1,102 @@
+"""The attack contract every attack in robustq honours (after torchattacks' ``Attack``).
+
+* inputs are pixels in [0, 1] (checked); labels are class indices;
+* the output is detached, lies in the L-inf ``eps``-ball around the input and in [0, 1];
+* the model's train/eval mode is saved and restored; the attack runs in ``model_mode``
+  (``"eval"`` by default; ``"train"`` reproduces the reference's training-time PGD, which
+  runs with BatchNorm in train mode; ``"keep"`` leaves the mode as it is);
+* gradients are taken with respect to the input only (``torch.autograd.grad``): no
+  parameter ``.grad`` is created or changed;
+* gradients of randomized models can be averaged over ``eot_samples`` forward passes
+  (expectation over transformation); the default of 1 is the paper's protocol;
+* ``repr`` lists every hyperparameter.
+
+Subclasses implement ``perturb(model, x, y)``; ``__call__`` wraps it in the contract.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+ATTACKS: Registry[type] = Registry("attack")
+
+
+def parse_eps(value) -> float:
+    """``0.031``, ``"0.031"`` or ``"8/255"`` -> float (configs keep the user's spelling)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    if "/" in text:
+        num, den = text.split("/", 1)
+        return float(num) / float(den)
+    return float(text)
+
+
+class Attack:
+    name = "attack"
+
+    def __init__(self, eps=0.031, *, model_mode: str = "eval", eot_samples: int = 1) -> None:
+        self.eps_spec = eps
+        self.eps = parse_eps(eps)
+        if self.eps < 0:
+            raise ValueError(f"attack eps must be >= 0, got {eps}")
+        if model_mode not in ("eval", "train", "keep"):
+            raise ValueError(f"model_mode must be 'eval', 'train' or 'keep', got {model_mode!r}")
+        if eot_samples < 1:
+            raise ValueError(f"eot_samples must be >= 1, got {eot_samples}")
+        self.model_mode = model_mode
+        self.eot_samples = int(eot_samples)
+
+    # -- the contract -------------------------------------------------------------------
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        lo, hi = torch.aminmax(x)
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{self.name}: inputs must be pixels in [0, 1], got range "
+                             f"[{float(lo):.3g}, {float(hi):.3g}]; normalise inside the model")
+        was_training = model.training
+        if self.model_mode != "keep":
+            model.train(self.model_mode == "train")
+        try:
+            x_adv = self.perturb(model, x.detach(), y.detach())
+        finally:
+            model.train(was_training)
+        return self.project(x_adv, x).detach()
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- helpers for subclasses ---------------------------------------------------------
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Into the eps-ball around ``x`` and into [0, 1]."""
+        return torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp_(0.0, 1.0)
+
+    def input_grad(self, model: nn.Module, x: torch.Tensor,
+                   loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Gradient of ``loss_fn(model(x))`` w.r.t. ``x``, averaged over ``eot_samples``."""
+        grad = None
+        for _ in range(self.eot_samples):
+            x_ = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                g, = torch.autograd.grad(loss_fn(model(x_)), x_)
+            grad = g if grad is None else grad.add_(g)
+        assert grad is not None
+        return grad if self.eot_samples == 1 else grad.div_(self.eot_samples)
+
+    def hparams(self) -> dict:
+        """Every hyperparameter; values given as text ("8/255") are shown as given."""
+        h = {k: v for k, v in vars(self).items() if not k.endswith("_spec")}
+        h.update({k[:-5]: v for k, v in vars(self).items() if k.endswith("_spec")})
+        return h
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+        return f"{type(self).__name__}({args})"
+
+
+def make_attack(name: str, **kwargs) -> Attack:
+    """Build a registered attack by name with keyword hyperparameters."""
+    return ATTACKS.get(name)(**kwargs)

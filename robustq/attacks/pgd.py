@@ -1,0 +1,75 @@
+"""PGD (Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks",
+ICLR 2018), L-inf.
+
+Defaults are the paper's adversarial-training attack: eps 0.031, step 0.007, 10 steps,
+uniform random start in the eps-ball, cross-entropy loss, projection onto the eps-ball and
+[0, 1] after each step. ``loss="cw"`` maximises the Carlini-Wagner margin
+``max_{j != y} z_j - z_y`` instead. With ``restarts > 1`` every example keeps the worst case
+over the restarts: the first restart whose result is misclassified, else the one with the
+highest loss.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import ATTACKS, Attack, parse_eps
+
+
+def cw_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example ``max_{j != y} z_j - z_y`` (positive = misclassified)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return other - true
+
+
+LOSSES = {
+    "ce": lambda z, y: F.cross_entropy(z.float(), y, reduction="none"),
+    "cw": lambda z, y: cw_margin(z.float(), y),
+}
+
+
+@ATTACKS.register("pgd")
+class PGD(Attack):
+    name = "pgd"
+
+    def __init__(self, eps=0.031, alpha=0.007, steps: int = 10, random_start: bool = True,
+                 restarts: int = 1, loss: str = "ce", **kw) -> None:
+        super().__init__(eps, **kw)
+        self.alpha_spec, self.alpha = alpha, parse_eps(alpha)
+        self.steps, self.random_start, self.restarts = int(steps), bool(random_start), int(restarts)
+        if loss not in LOSSES:
+            raise ValueError(f"pgd loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        if self.steps < 1 or self.restarts < 1 or self.alpha <= 0:
+            raise ValueError("pgd needs steps >= 1, restarts >= 1 and alpha > 0")
+        self.loss = loss
+
+    def _one_run(self, model, x, y):
+        loss_fn = LOSSES[self.loss]
+        x_adv = x.clone()
+        if self.random_start:
+            x_adv = (x_adv + torch.empty_like(x).uniform_(-self.eps, self.eps)).clamp_(0, 1)
+        for _ in range(self.steps):
+            grad = self.input_grad(model, x_adv, lambda z: loss_fn(z, y).sum())
+            x_adv = self.project(x_adv + self.alpha * grad.sign(), x)
+        return x_adv
+
+    def perturb(self, model, x, y):
+        best = self._one_run(model, x, y)
+        if self.restarts == 1:
+            return best
+        with torch.no_grad():
+            best_z = model(best).float()
+            best_loss, fooled = LOSSES[self.loss](best_z, y), best_z.argmax(1) != y
+        for _ in range(self.restarts - 1):
+            cand = self._one_run(model, x, y)
+            with torch.no_grad():
+                z = model(cand).float()
+                loss, cand_fooled = LOSSES[self.loss](z, y), z.argmax(1) != y
+            # take the candidate where it fools and the best so far does not, or where
+            # neither fools and its loss is higher
+            take = (cand_fooled & ~fooled) | ((cand_fooled == fooled) & ~fooled & (loss > best_loss))
+            best = torch.where(take[:, None, None, None], cand, best)
+            best_loss = torch.where(take, loss, best_loss)
+            fooled = fooled | cand_fooled
+        return best

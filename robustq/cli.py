@@ -1,0 +1,169 @@
+"""The ``robustq`` command. Argument parsing lives here only; the verbs call library functions.
+
+    robustq run                      the main job: train + evaluate the quickstart config
+    robustq train CONFIG [--set k=v ...] [--out DIR] [--resume]
+    robustq eval RUN_DIR|MODEL_FILE [--set eval.k=v ...]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+from . import __version__
+from .errors import ConfigError, RobustqError
+
+
+def _quickstart_path() -> Path:
+    return Path(str(resources.files("robustq") / "configs" / "quickstart.yaml"))
+
+
+def _prepare_run_dir(out: Optional[str], name: str) -> Path:
+    """A fresh run directory; never one that already holds a run (nothing is overwritten)."""
+    if out is not None:
+        path = Path(out)
+        if path.exists() and any((path / f).exists() for f in ("config.yaml", "checkpoint.pt")):
+            raise ConfigError(f"{path} already holds a run; pass --resume to continue it or "
+                              f"choose another --out")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        path = Path("runs") / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
+        try:
+            path.mkdir(parents=True, exist_ok=False)  # atomic: parallel sweeps never share one
+            return path
+        except FileExistsError:
+            continue
+    raise ConfigError("could not create a new run directory under runs/; pass --out DIR")
+
+
+def _train_and_eval(config: Optional[Path], overrides: list[str], out: Optional[str],
+                    resume: Optional[str], device_name: Optional[str], evaluate_after: bool,
+                    quiet: bool) -> None:
+    import torch
+
+    from .config import load_config
+    from .engine import setup, train
+    from .runtime import resolve_device
+    from .checkpoint import atomic_write
+
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "checkpoint.pt").exists():
+            raise ConfigError(f"{run_dir} holds no checkpoint.pt to resume from; give the run "
+                              f"directory of an interrupted run")
+        if overrides or config is not None:
+            raise ConfigError("--resume continues a run with its saved config.yaml; drop the "
+                              "CONFIG and --set arguments")
+        cfg = load_config(run_dir / "config.yaml")
+    else:
+        cfg = load_config(config, overrides)
+    device = resolve_device(device_name or cfg.device)
+    s = setup(cfg)  # reads and verifies the data before anything is written
+    if resume is None:
+        run_dir = _prepare_run_dir(out, cfg.name)
+        atomic_write(run_dir / "config.yaml", cfg.to_yaml().encode())
+    print(f"run directory: {run_dir}")
+    train(cfg, run_dir, device, resume=resume is not None, progress=not quiet, prepared=s)
+    if evaluate_after:
+        _evaluate_run(run_dir, [], device_name)
+    print(f"run directory: {run_dir}")
+
+
+def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str],
+                  results_path: Optional[str] = None) -> dict:
+    import torch
+
+    from .config import load_config
+    from .data import load_dataset
+    from .evaluate import evaluate, format_table, load_model_file, write_results
+    from .runtime import resolve_device
+
+    target = Path(target)
+    if target.is_dir():
+        model_path, cfg = target / "model.pt", load_config(target / "config.yaml", overrides)
+        out = Path(results_path) if results_path else target / "results.json"
+    else:
+        model_path, cfg = target, None
+        out = Path(results_path) if results_path else target.with_name(target.stem + ".results.json")
+    device = resolve_device(device_name or (cfg.device if cfg else "auto"))
+    model, meta = load_model_file(model_path, device)
+    if cfg is None:
+        cfg = load_config(None, [f"data.name={meta.get('dataset', 'fashion-mnist-10k')}",
+                                 f"quant.scheme={meta.get('quant', 'float')}",
+                                 f"quant.method={meta.get('method', 'none')}", *overrides])
+    _, test, _ = load_dataset(cfg.data.name, cfg.data.root)
+    print(f"evaluating {model_path} on {cfg.data.name} ({min(len(test), cfg.eval.n_eval or len(test))} "
+          f"test images; attacks {', '.join(cfg.eval.attacks)})", flush=True)
+    results = evaluate(model, meta, cfg, test, device)
+    write_results(results, out)
+    print(format_table(results))
+    print(f"results: {out}")
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="robustq", description="Adversarially robust, low-bit, "
+                                "pruned image classifiers (Binary-Relax EnResNets).")
+    p.add_argument("--version", action="version", version=f"robustq {__version__}")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    def common(sp, with_resume=True):
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=10 (repeatable)")
+        sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                        help="where to compute (default: the config's device, auto)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        if with_resume:
+            sp.add_argument("--out", help="run directory (default: runs/<name>-<time>)")
+            sp.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+            sp.add_argument("--no-eval", action="store_true", help="train only")
+
+    r = sub.add_parser("run", help="the main job: robust 4-bit En1ResNet20 on the bundled data, "
+                                   "trained, attacked and summarised (minutes on a laptop)")
+    common(r)
+    t = sub.add_parser("train", help="train (and evaluate) the experiment in a YAML config")
+    t.add_argument("config", nargs="?", help="YAML config, e.g. configs/quickstart.yaml")
+    common(t)
+    e = sub.add_parser("eval", help="evaluate a run directory or a model file; writes results.json")
+    e.add_argument("target", help="run directory or model.pt")
+    e.add_argument("--results", help="where to write the results JSON")
+    common(e, with_resume=False)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.verb == "run":
+            config = None if args.resume else _quickstart_path()
+            _train_and_eval(config, args.overrides, args.out, args.resume, args.device,
+                            not args.no_eval, args.quiet)
+        elif args.verb == "train":
+            if args.config is None and args.resume is None:
+                raise ConfigError("train needs a CONFIG file (e.g. configs/quickstart.yaml) or "
+                                  "--resume RUN_DIR")
+            _train_and_eval(Path(args.config) if args.config else None, args.overrides, args.out,
+                            args.resume, args.device, not args.no_eval, args.quiet)
+        elif args.verb == "eval":
+            _evaluate_run(Path(args.target), args.overrides, args.device, args.results)
+    except RobustqError as e:
+        print(f"robustq: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nrobustq: interrupted; the last finished epoch is saved: continue with "
+              "robustq train --resume RUN_DIR", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Experiment configuration: dataclasses, one YAML file per experiment, ``--set`` overrides.
+
+A config is a nested mapping whose sections mirror ``RunConfig``. Loading checks every key
+(unknown keys fail with a suggestion), every type, and every range, and raises one
+``ConfigError`` sentence that names the key and the fix. Epsilons and step sizes are kept as
+the user wrote them (``8/255`` or ``0.031``) and parsed where used.
+
+Schedules are written for any length: ``train.milestones`` are fractions of ``train.epochs``
+(the paper's 80/120/160 of 200 are 0.4/0.6/0.8), and the Binary-Relax cut-off and growth rate
+default to the paper's, scaled to the number of epochs (``quant/relax.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+Eps = Union[float, str]  # 0.031 or "8/255"
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist-10k"     # a registered dataset (robustq data list)
+    root: Optional[str] = None           # folder with the official files; None: the usual places
+    val_size: float = 0.1                # held-out validation: a fraction (< 1) or a count
+    train_size: Optional[int] = None     # train on a stratified subset of this many images
+    augment: bool = True                 # random crop (+ flip where the dataset allows it)
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 20                      # 6n + 2
+    ensemble: int = 1                    # En_n: number of members (mean of logits)
+    noise: float = 0.1                   # block-noise coefficient c; 0 = plain ResNet
+
+
+@dataclass
+class QuantConfig:
+    scheme: str = "4bit"                 # float | binary | ternary | ternary_twn | 2bit..8bit
+    method: str = "br"                   # br | bc | none (float training)
+    lambda0: float = 1.0                 # BR: initial lambda
+    rho: Optional[float] = None          # BR: growth per epoch; None = scaled paper default
+    cutoff: Optional[int] = None         # BR: first BC epoch M; None = round(0.6 * epochs)
+    policy: str = "paper"                # paper | all_conv | all (which layers to quantize)
+
+
+@dataclass
+class LossConfig:
+    name: str = "tradeoff"               # natural | at | trades | tradeoff
+    alpha: float = 1.0                   # eq. (8) weight of the clean CE
+    beta: float = 8.0                    # eq. (7)/(8) weight of the robust term
+
+
+@dataclass
+class AdvConfig:
+    """The attack that makes x_adv during training (PGD, or TRADES' KL attack)."""
+    eps: Eps = 0.031
+    step: Eps = 0.007
+    steps: int = 10
+    bn_mode: str = "train"               # train: as the reference; eval: BN frozen while attacking
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8])  # x epochs
+    lr_gamma: float = 0.1
+    precision: str = "auto"              # auto (bf16 where the hardware has it) | fp32 | bf16
+    channels_last: bool = True
+    val_attack_steps: int = 10           # PGD steps for the validation robust accuracy
+    max_batches: Optional[int] = None    # cap batches per epoch (smoke tests)
+
+
+@dataclass
+class EvalConfig:
+    attacks: list[str] = field(default_factory=lambda: ["fgsm", "ifgsm", "cw_paper"])
+    eps: Eps = 0.031
+    n_eval: Optional[int] = None         # test images to evaluate; None = all
+    batch_size: int = 250
+    noise: bool = True                   # the paper keeps the block noise on at test time
+    precision: str = "fp32"              # attacks in fp32 by default (honest gradients)
+    seed: int = 0
+    attack_args: dict = field(default_factory=dict)  # e.g. {ifgsm: {steps: 20}}
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    adv: AdvConfig = field(default_factory=AdvConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --- loading and type checking -------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             dict: "a mapping"}
+    if tp in names:
+        return names[tp]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is list:
+        return f"a list of {_type_name(args[0]).replace('an ', '').replace('a ', '')}s"
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        for a in args:
+            if a is type(None) and value is None:
+                return None
+        for a in args:
+            if a is not type(None):
+                try:
+                    return _coerce(value, a, key)
+                except ConfigError:
+                    pass
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is dict:
+        if isinstance(value, dict):
+            return value
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+
+
+def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        where = f"section '{prefix.rstrip('.')}'" if prefix else "the config file"
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else \
+                f"; valid keys here: {', '.join(names)}"
+            raise ConfigError(f"unknown config key '{full}'{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _from_dict(tp, value, f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return cls(**kwargs)
+
+
+def set_override(data: dict, assignment: str) -> None:
+    """Apply one ``section.key=value`` (value parsed as YAML) to a nested dict, in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+        raise ConfigError(f"--set key {key!r} is not a dotted config key like train.epochs")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    *parents, leaf = key.split(".")
+    for p in parents:
+        if not isinstance(node.get(p, {}), dict):
+            raise ConfigError(f"--set {key}: '{p}' is not a config section")
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | list[str] = (),
+                base: Optional[dict] = None) -> RunConfig:
+    """Read a YAML config (or start from ``base`` / the defaults), apply ``--set`` overrides,
+    check types and ranges, and return the ``RunConfig``."""
+    data: dict = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist; pass the path of a YAML file "
+                              f"such as configs/quickstart.yaml") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file {p} is not valid YAML{where}; fix its syntax") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections, not {type(loaded).__name__}")
+        data = _merge(data, loaded)
+    for item in overrides:
+        set_override(data, item)
+    cfg = _from_dict(RunConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+# --- range checks --------------------------------------------------------------------------
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _eps(value: Eps, key: str, positive: bool = False) -> float:
+    from .attacks.base import parse_eps
+    try:
+        v = parse_eps(value)
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"config key '{key}' must be a number or a fraction like 8/255, "
+                          f"got {value!r}") from None
+    _check(v > 0 if positive else v >= 0,
+           f"config key '{key}' must be {'> 0' if positive else '>= 0'} (pixels in [0, 1]), got {value!r}")
+    _check(v <= 1, f"config key '{key}' is {value!r}, more than the whole [0, 1] pixel range; "
+                   f"write pixel units such as 0.031 or 8/255")
+    return v
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range and consistency checks; one ConfigError sentence per problem."""
+    from .attacks import ATTACKS
+    from .data.datasets import DATASETS
+    from .losses import OBJECTIVES
+    from .quant.projections import PROJECTIONS, canonical_name
+    from .quant.layers import POLICIES
+
+    d, m, q, lo, a, t, e = cfg.data, cfg.model, cfg.quant, cfg.loss, cfg.adv, cfg.train, cfg.eval
+    _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device) is not None,
+           f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    _check(d.name in DATASETS, f"data.name {d.name!r} is not a known dataset; choose one of "
+                               f"{', '.join(DATASETS.names())}")
+    _check(d.val_size >= 0 and (d.val_size < 1 or float(d.val_size).is_integer()),
+           f"data.val_size must be a fraction in [0, 1) or a whole count, got {d.val_size}")
+    _check(d.train_size is None or d.train_size >= 1,
+           f"data.train_size must be a positive count or null (all), got {d.train_size}")
+    _check(m.depth >= 8 and (m.depth - 2) % 6 == 0,
+           f"model.depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got {m.depth}")
+    _check(m.ensemble >= 1, f"model.ensemble must be >= 1, got {m.ensemble}")
+    _check(m.noise >= 0, f"model.noise must be >= 0, got {m.noise}")
+    scheme = canonical_name(q.scheme)
+    _check(scheme == "float" or scheme in PROJECTIONS,
+           f"quant.scheme {q.scheme!r} is not supported; choose float or one of "
+           f"{', '.join(PROJECTIONS.names())} (m-bit for m in 2..8)")
+    _check(q.method in ("br", "bc", "none"), f"quant.method must be br, bc or none, got {q.method!r}")
+    _check((scheme == "float") == (q.method == "none"),
+           "quant.method none trains float weights and needs quant.scheme float (and a "
+           "quantized scheme needs method br or bc)")
+    _check(q.policy in POLICIES, f"quant.policy must be one of {', '.join(POLICIES)}, got {q.policy!r}")
+    _check(q.lambda0 > 0, f"quant.lambda0 must be > 0, got {q.lambda0}")
+    _check(q.rho is None or q.rho >= 1, f"quant.rho must be >= 1 (lambda grows), got {q.rho}")
+    _check(q.cutoff is None or 0 <= q.cutoff <= t.epochs,
+           f"quant.cutoff must be an epoch in [0, train.epochs={t.epochs}], got {q.cutoff}")
+    _check(lo.name in OBJECTIVES, f"loss.name {lo.name!r} is not known; choose one of "
+                                  f"{', '.join(OBJECTIVES.names())}")
+    _check(lo.alpha >= 0 and lo.beta >= 0, f"loss.alpha and loss.beta must be >= 0, got "
+                                           f"alpha={lo.alpha}, beta={lo.beta}")
+    _check(lo.name != "tradeoff" or lo.alpha + lo.beta > 0,
+           "loss.alpha and loss.beta are both 0, so the trade-off loss is zero; set beta=1 for "
+           "adversarial training or alpha=1 for natural training")
+    _eps(a.eps, "adv.eps")
+    _eps(a.step, "adv.step", positive=True)
+    _check(a.steps >= 1, f"adv.steps must be >= 1, got {a.steps}")
+    _check(a.bn_mode in ("train", "eval"), f"adv.bn_mode must be train or eval, got {a.bn_mode!r}")
+    _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
+    _check(0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}")
+    _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    _check(all(0 < x < 1 for x in t.milestones) and t.milestones == sorted(t.milestones),
+           f"train.milestones are increasing fractions of the epochs in (0, 1), got {t.milestones}")
+    _check(0 < t.lr_gamma <= 1, f"train.lr_gamma must be in (0, 1], got {t.lr_gamma}")
+    _check(t.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {t.precision!r}")
+    _check(t.val_attack_steps >= 1, f"train.val_attack_steps must be >= 1, got {t.val_attack_steps}")
+    _check(t.max_batches is None or t.max_batches >= 1, f"train.max_batches must be >= 1, got {t.max_batches}")
+    for name in e.attacks:
+        _check(name in ATTACKS, f"eval.attacks: {name!r} is not a known attack; choose from "
+                                f"{', '.join(ATTACKS.names())}")
+    _eps(e.eps, "eval.eps")
+    _check(e.n_eval is None or e.n_eval >= 1, f"eval.n_eval must be >= 1 or null (all), got {e.n_eval}")
+    _check(e.batch_size >= 1, f"eval.batch_size must be >= 1, got {e.batch_size}")
+    _check(e.precision in ("auto", "fp32", "bf16"), f"eval.precision must be auto, fp32 or bf16, got {e.precision!r}")
+    for name, args in e.attack_args.items():
+        _check(name in ATTACKS and isinstance(args, dict),
+               f"eval.attack_args must map attack names to their settings, got {name!r}: {args!r}")

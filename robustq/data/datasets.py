@@ -1,0 +1,162 @@
+"""Datasets by name: what each one is, where to find it, and how to read and verify it.
+
+Every dataset loads into an ``ImageData`` (uint8 images ``(N, C, H, W)`` + int64 labels)
+straight from its official on-disk format. Content is verified on load (shapes, counts,
+label range) so that what robustq trains on is the real dataset.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from ..errors import DataError
+from ..registry import Registry
+from .idx import read_idx
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+ENV_VAR = "ROBUSTQ_DATA"
+
+
+@dataclass
+class ImageData:
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, idx: torch.Tensor) -> "ImageData":
+        return ImageData(self.images[idx], self.labels[idx])
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    channels: int
+    size: int
+    classes: tuple[str, ...]
+    counts: tuple[int, int]                  # (train, test) as published
+    read: Callable[[Path], tuple[ImageData, ImageData]]
+    files: tuple[str, ...]                   # what must be in the directory
+    pad: int = 4                             # random-crop padding
+    flip: bool = False                       # horizontal flips (never for digits)
+    system_dirs: tuple[str, ...] = ()        # where system packages install it
+    default_root: Optional[Path] = None      # bundled data
+    info: dict = field(default_factory=dict)  # source, license, citation
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+def _find_file(root: Path, stem: str) -> Path:
+    for cand in (root / f"{stem}.gz", root / stem):
+        if cand.exists():
+            return cand
+    raise DataError(f"dataset file {stem}(.gz) is missing from {root}; download the dataset "
+                    f"again (robustq data fetch) or point data.root at a complete copy")
+
+
+def verify(name: str, data: ImageData, shape: tuple[int, int, int], count: Optional[int],
+           num_classes: int, split: str) -> ImageData:
+    """Check shapes, counts and label range; raise one clear DataError otherwise."""
+    n = len(data)
+    if tuple(data.images.shape[1:]) != shape or data.images.shape[0] != n:
+        raise DataError(f"{name} {split} images have shape {tuple(data.images.shape)} but should "
+                        f"be (N, {', '.join(map(str, shape))}) with N = {n} labels; the files "
+                        f"are not {name} or are corrupt")
+    if count is not None and n != count:
+        raise DataError(f"{name} {split} split has {n} images but the official one has {count}; "
+                        f"the copy is incomplete or not {name}: download it again")
+    if n and (int(data.labels.min()) < 0 or int(data.labels.max()) >= num_classes):
+        raise DataError(f"{name} {split} labels span [{int(data.labels.min())}, "
+                        f"{int(data.labels.max())}] but must lie in [0, {num_classes - 1}]; the "
+                        f"label file is corrupt or belongs to another dataset")
+    return data
+
+
+def read_mnist_format(root: Path) -> tuple[ImageData, ImageData]:
+    """MNIST-format IDX files (MNIST, Fashion-MNIST, and the bundled subset)."""
+    out = []
+    for split in ("train", "t10k"):
+        images = read_idx(_find_file(root, f"{split}-images-idx3-ubyte"))
+        labels = read_idx(_find_file(root, f"{split}-labels-idx1-ubyte"))
+        if images.dim() != 3 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
+            raise DataError(f"the {split} files in {root} disagree: images {tuple(images.shape)}, "
+                            f"labels {tuple(labels.shape)}; they must hold N 2-D images and N labels")
+        out.append(ImageData(images.unsqueeze(1).contiguous(), labels.long()))
+    return out[0], out[1]
+
+
+def _mnist_like(name: str, classes, counts, **kw) -> DatasetSpec:
+    return DATASETS.register(name)(DatasetSpec(name, 1, 28, tuple(classes), counts,
+                                               read_mnist_format, MNIST_FILES, pad=2, **kw))
+
+
+_mnist_like("mnist", [str(i) for i in range(10)], (60000, 10000),
+            system_dirs=("/usr/share/datasets/mnist",),
+            info={"source": "http://yann.lecun.com/exdb/mnist/", "license": "CC BY-SA 3.0",
+                  "citation": "LeCun, Bottou, Bengio, Haffner. Gradient-based learning applied "
+                              "to document recognition. Proc. IEEE 86(11), 1998."})
+_mnist_like("fashion-mnist", FASHION_CLASSES, (60000, 10000),
+            system_dirs=("/usr/share/datasets/fashion-mnist",),
+            info={"source": "https://github.com/zalandoresearch/fashion-mnist", "license": "MIT",
+                  "citation": "Xiao, Rasul, Vollgraf. Fashion-MNIST: a Novel Image Dataset for "
+                              "Benchmarking Machine Learning Algorithms. arXiv:1708.07747, 2017."})
+_mnist_like("fashion-mnist-10k", FASHION_CLASSES, (10000, 2000),
+            default_root=BUNDLED_DIR / "fashion-mnist-10k",
+            info={"source": "a stratified subset of Fashion-MNIST shipped inside robustq "
+                            "(scripts/make_bundled_data.py)", "license": "MIT",
+                  "citation": DATASETS.get("fashion-mnist").info["citation"]})
+
+
+def candidate_roots(spec: DatasetSpec, root: Optional[str | Path]) -> list[Path]:
+    """Where to look, in order: explicit root; $ROBUSTQ_DATA/<name>; bundled; system dirs."""
+    if root is not None:
+        return [Path(root).expanduser()]
+    cands = []
+    if os.environ.get(ENV_VAR):
+        cands.append(Path(os.environ[ENV_VAR]).expanduser() / spec.name)
+    if spec.default_root is not None:
+        cands.append(spec.default_root)
+    cands += [Path(d) for d in spec.system_dirs]
+    return cands
+
+
+def find_root(spec: DatasetSpec, root: Optional[str | Path] = None) -> Path:
+    cands = candidate_roots(spec, root)
+    for cand in cands:
+        if cand.is_dir():
+            return cand
+    if root is not None:
+        raise DataError(f"data directory {cands[0]} does not exist; set data.root to the folder "
+                        f"that holds the {spec.name} files")
+    where = ", ".join(str(c) for c in cands) or "nowhere"
+    raise DataError(f"dataset {spec.name} was not found (looked in {where}); set data.root to "
+                    f"its folder or ${ENV_VAR} to a folder containing {spec.name}/")
+
+
+def load_dataset(name: str, root: Optional[str | Path] = None) -> tuple[ImageData, ImageData, DatasetSpec]:
+    """Read and verify ``name``'s train and test splits from ``root`` (or the usual places)."""
+    try:
+        spec = DATASETS.get(name)
+    except KeyError as e:
+        raise DataError(f"{e.args[0]}") from None
+    where = find_root(spec, root)
+    train, test = spec.read(where)
+    shape = (spec.channels, spec.size, spec.size)
+    verify(name, train, shape, spec.counts[0], spec.num_classes, "train")
+    verify(name, test, shape, spec.counts[1], spec.num_classes, "test")
+    return train, test, spec

@@ -1,0 +1,150 @@
+"""Evaluation: clean and robust accuracy, sparsity, and the flat ``results.json`` record.
+
+The paper's protocol (A1 FGSM, A2 IFGSM-20, A3 its "C&W", ``cw_paper``) keeps the block
+noise ON at test time with one noise sample per gradient, as the reference code does; we
+also report the clean accuracy with the noise off. Every attack runs on the model with its
+quantized weights baked in (exactly Q(w)), in eval mode, on the first ``n_eval`` test images.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from . import __version__
+from .attacks import Attack, make_attack
+from .checkpoint import MODEL_FORMAT, atomic_write, load
+from .build import Arch, build_network
+from .config import RunConfig
+from .data import Batches, ImageData
+from .errors import CheckpointError
+from .models import has_noise, set_noise
+from .runtime import autocast, resolve_precision
+from .sparsity import sparsity_report
+
+
+@torch.no_grad()
+def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return model(x).argmax(1) == y
+
+
+def robust_accuracy(model: nn.Module, data: ImageData, attacks: dict[str, Optional[Attack]], *,
+                    batch_size: int = 250, device: torch.device = torch.device("cpu"),
+                    precision: str = "fp32", channels_last: bool = False) -> dict[str, torch.Tensor]:
+    """Per-example correctness masks: ``{"natural": ..., attack name: ...}`` (bool, CPU).
+
+    ``attacks`` maps names to attacks; ``None`` means clean inputs."""
+    model.eval()
+    masks: dict[str, list[torch.Tensor]] = {name: [] for name in attacks}
+    for x, y in Batches(data, batch_size, device=device, channels_last=channels_last):
+        with autocast(precision, device):
+            for name, attack in attacks.items():
+                x_in = x if attack is None else attack(model, x, y)
+                masks[name].append(_correct(model, x_in, y).cpu())
+    return {k: torch.cat(v) for k, v in masks.items()}
+
+
+def paper_attacks(names: list[str], eps, attack_args: Optional[dict] = None) -> dict[str, Attack]:
+    """The configured attacks with the paper's defaults (eps as given)."""
+    attack_args = attack_args or {}
+    return {n: make_attack(n, eps=eps, **attack_args.get(n, {})) for n in names}
+
+
+def load_model_file(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a saved model (``model.pt``) from its metadata; weights exactly as saved."""
+    obj = load(path, MODEL_FORMAT)
+    meta = obj.get("meta", {})
+    try:
+        arch = Arch(**meta["arch"])
+        model = build_network(arch)
+        model.load_state_dict(obj["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path} does not describe a network robustq can rebuild "
+                              f"({str(e).splitlines()[0][:120]}); it is corrupt or from "
+                              f"another tool") from None
+    return model.to(device).eval(), meta
+
+
+def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, device: torch.device,
+             log=print) -> dict:
+    """Run the configured evaluation on ``model`` and return the results record."""
+    e = cfg.eval
+    n = min(len(test), e.n_eval or len(test))
+    data = test.subset(torch.arange(n))
+    precision = resolve_precision(e.precision, device)
+    channels_last = cfg.train.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    attacks: dict[str, Optional[Attack]] = {"natural": None}
+    attacks.update(paper_attacks(e.attacks, e.eps, e.attack_args))
+    started = time.perf_counter()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(e.seed)
+        set_noise(model, e.noise)
+        masks = robust_accuracy(model, data, attacks, batch_size=e.batch_size, device=device,
+                                precision=precision, channels_last=channels_last)
+        set_noise(model, False)
+        clean_off = robust_accuracy(model, data, {"natural": None}, batch_size=e.batch_size,
+                                    device=device, precision=precision, channels_last=channels_last)
+        set_noise(model, True)
+    seconds = time.perf_counter() - started
+    acc = {k: float(v.float().mean()) for k, v in masks.items()}
+    worst = torch.stack([masks[k] for k in e.attacks]).all(0) if e.attacks else masks["natural"]
+    quantized = [k for k, v in meta.get("bit_map", {}).items() if v != "float"]
+    sp = sparsity_report(model, quantized)
+    return {
+        "dataset": cfg.data.name,
+        "model": Arch(**meta["arch"]).name,
+        "quant": meta.get("quant", "float"),
+        "method": cfg.quant.method,
+        "loss": cfg.loss.name,
+        "loss_params": {"alpha": cfg.loss.alpha, "beta": cfg.loss.beta} if cfg.loss.name != "natural" else {},
+        "natural_acc": acc["natural"],
+        "attacks": {k: acc[k] for k in e.attacks},
+        "robust_acc_worst": float(worst.float().mean()),
+        "natural_acc_noise_off": float(clean_off["natural"].float().mean()),
+        "noise_at_eval": bool(e.noise and has_noise(model)),
+        "eps": e.eps,
+        "attack_settings": {k: repr(a) for k, a in attacks.items() if a is not None},
+        "weight_sparsity": sp["weight_sparsity"],
+        "channel_sparsity": sp["channel_sparsity"],
+        "filter_sparsity": sp["filter_sparsity"],
+        "sparsity_counts": sp["counts"],
+        "per_layer": sp["per_layer"],
+        "bit_map": meta.get("bit_map", {}),
+        "params": sum(p.numel() for p in model.parameters()),
+        "seed": cfg.seed,
+        "eval_seed": e.seed,
+        "n_eval": n,
+        "selected_epoch": meta.get("epoch"),
+        "val": meta.get("val", {}),
+        "eval_seconds": round(seconds, 2),
+        "device": str(device),
+        "precision": precision,
+        "version": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_results(results: dict, path: str | Path) -> None:
+    atomic_write(path, (json.dumps(results, indent=2) + "\n").encode())
+
+
+def format_table(r: dict) -> str:
+    """A small human table of one results record."""
+    rows = [("natural", r["natural_acc"])] + list(r["attacks"].items())
+    width = max(len(k) for k, _ in rows) + 2
+    lines = [f"{r['model']}  {r['quant']} ({r['method']})  loss {r['loss']}  on {r['dataset']}  "
+             f"(n_eval {r['n_eval']}, eps {r['eps']}, noise {'on' if r['noise_at_eval'] else 'off'})"]
+    lines += [f"  {k:<{width}}{100 * v:6.2f} %" for k, v in rows]
+    lines.append(f"  {'worst case':<{width}}{100 * r['robust_acc_worst']:6.2f} %")
+    lines.append(f"  {'clean, noise off':<{width}}{100 * r['natural_acc_noise_off']:6.2f} %")
+    lines.append(f"  weight sparsity {100 * r['weight_sparsity']:.2f} %   channel sparsity "
+                 f"{100 * r['channel_sparsity']:.2f} %   params {r['params']:,}")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""Where and how tensors are computed: device choice, the mixed-precision fast path, seeds.
+
+The fast path is channels_last memory format everywhere, plus bf16 autocast where the
+hardware runs bf16 convolutions natively (CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX).
+On CPUs without them (e.g. AVX2-only) bf16 convolutions are emulated and ~10x slower, so
+``precision: auto`` picks fp32 there. BatchNorm statistics, the block-noise std, losses and
+softmaxes are computed in fp32 under autocast; only conv/linear math runs in bf16.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import ContextManager
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda when available, else cpu. ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was requested but PyTorch sees no CUDA GPU; use "
+                          f"--device cpu (or auto)")
+    return torch.device(name)
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, c, lambda: False)() for c in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where it is fast on ``device``, else ``fp32``."""
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> ContextManager:
+    """The autocast context for a resolved precision (a no-op for fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
