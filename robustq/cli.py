@@ -80,7 +80,7 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
 
     from .config import load_config
     from .data import load_dataset
-    from .evaluate import evaluate, format_table, load_model_file, write_results
+    from .evaluate import evaluate, format_table, load_any_model, write_results
     from .runtime import resolve_device
 
     target = Path(target)
@@ -91,7 +91,7 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
         model_path, cfg = target, None
         out = Path(results_path) if results_path else target.with_name(target.stem + ".results.json")
     device = resolve_device(device_name or (cfg.device if cfg else "auto"))
-    model, meta = load_model_file(model_path, device)
+    model, meta = load_any_model(model_path, device)
     if cfg is None:
         cfg = load_config(None, [f"data.name={meta.get('dataset', 'fashion-mnist-10k')}",
                                  f"quant.scheme={meta.get('quant', 'float')}",
@@ -106,33 +106,56 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
     return results
 
 
+def _cmd_run(args) -> None:
+    config = None if args.resume else _quickstart_path()
+    _train_and_eval(config, args.overrides, args.out, args.resume, args.device,
+                    not args.no_eval, args.quiet)
+
+
+def _cmd_train(args) -> None:
+    if args.config is None and args.resume is None:
+        raise ConfigError("train needs a CONFIG file (e.g. configs/quickstart.yaml) or "
+                          "--resume RUN_DIR")
+    _train_and_eval(Path(args.config) if args.config else None, args.overrides, args.out,
+                    args.resume, args.device, not args.no_eval, args.quiet)
+
+
+def _cmd_eval(args) -> None:
+    _evaluate_run(Path(args.target), args.overrides, args.device, args.results)
+
+
+def _common(sp, with_run_dir: bool = True) -> None:
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set train.epochs=10 (repeatable)")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                    help="where to compute (default: the config's device, auto)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bars")
+    if with_run_dir:
+        sp.add_argument("--out", help="run directory (default: runs/<name>-<time>)")
+        sp.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+        sp.add_argument("--no-eval", action="store_true", help="train only")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """One subparser per verb; each sets ``func``, the handler that ``main`` calls."""
     p = argparse.ArgumentParser(prog="robustq", description="Adversarially robust, low-bit, "
                                 "pruned image classifiers (Binary-Relax EnResNets).")
     p.add_argument("--version", action="version", version=f"robustq {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
 
-    def common(sp, with_resume=True):
-        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.epochs=10 (repeatable)")
-        sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
-                        help="where to compute (default: the config's device, auto)")
-        sp.add_argument("--quiet", action="store_true", help="no progress bars")
-        if with_resume:
-            sp.add_argument("--out", help="run directory (default: runs/<name>-<time>)")
-            sp.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-            sp.add_argument("--no-eval", action="store_true", help="train only")
-
     r = sub.add_parser("run", help="the main job: robust 4-bit En1ResNet20 on the bundled data, "
                                    "trained, attacked and summarised (minutes on a laptop)")
-    common(r)
+    _common(r)
+    r.set_defaults(func=_cmd_run)
     t = sub.add_parser("train", help="train (and evaluate) the experiment in a YAML config")
     t.add_argument("config", nargs="?", help="YAML config, e.g. configs/quickstart.yaml")
-    common(t)
+    _common(t)
+    t.set_defaults(func=_cmd_train)
     e = sub.add_parser("eval", help="evaluate a run directory or a model file; writes results.json")
-    e.add_argument("target", help="run directory or model.pt")
+    e.add_argument("target", help="run directory or model file")
     e.add_argument("--results", help="where to write the results JSON")
-    common(e, with_resume=False)
+    _common(e, with_run_dir=False)
+    e.set_defaults(func=_cmd_eval)
     return p
 
 
@@ -143,18 +166,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
-        if args.verb == "run":
-            config = None if args.resume else _quickstart_path()
-            _train_and_eval(config, args.overrides, args.out, args.resume, args.device,
-                            not args.no_eval, args.quiet)
-        elif args.verb == "train":
-            if args.config is None and args.resume is None:
-                raise ConfigError("train needs a CONFIG file (e.g. configs/quickstart.yaml) or "
-                                  "--resume RUN_DIR")
-            _train_and_eval(Path(args.config) if args.config else None, args.overrides, args.out,
-                            args.resume, args.device, not args.no_eval, args.quiet)
-        elif args.verb == "eval":
-            _evaluate_run(Path(args.target), args.overrides, args.device, args.results)
+        args.func(args)
     except RobustqError as e:
         print(f"robustq: error: {e}", file=sys.stderr)
         return 2

@@ -55,6 +55,14 @@ def paper_attacks(names: list[str], eps, attack_args: Optional[dict] = None) -> 
     return {n: make_attack(n, eps=eps, **attack_args.get(n, {})) for n in names}
 
 
+def load_any_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Load any model file robustq writes, by kind; returns ``(model in eval mode, meta)``.
+
+    ``meta`` holds at least ``arch`` (Arch fields), ``quant``, ``method``, ``bit_map`` and
+    ``dataset``."""
+    return load_model_file(path, device)
+
+
 def load_model_file(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a saved model (``model.pt``) from its metadata; weights exactly as saved."""
     obj = load(path, MODEL_FORMAT)
