@@ -128,6 +128,37 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     atomic_write(path, buf.getvalue().encode())
 
 
+class TrainStep:
+    """One optimisation step of the configured objective: make x_adv, forward, backward, step.
+
+    Shared by the engine and the training benchmark, so the benchmark times this code."""
+
+    def __init__(self, cfg: RunConfig, model: nn.Module, device: torch.device, precision: str) -> None:
+        a = cfg.adv
+        self.objective = OBJECTIVES.get(cfg.loss.name)
+        self.params = {k: getattr(cfg.loss, k) for k in self.objective.params}
+        self.attack = None if self.objective.attack is None else make_attack(
+            self.objective.attack, eps=a.eps, alpha=a.step, steps=a.steps, model_mode=a.bn_mode)
+        self.needs_clean = self.objective.needs_clean(**self.params)
+        self.opt, self.sched = make_optimizer(model, cfg)
+        self.device, self.precision = device, precision
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        """Returns ``(loss, clean logits or None, adversarial logits or None)``, detached."""
+        with autocast(self.precision, self.device):
+            # the attack runs on the u weights with noise on; BN mode per adv.bn_mode
+            # (the reference: train mode, so attack forwards also update BN statistics)
+            x_adv = self.attack(model, x, y) if self.attack is not None else None
+            logits = model(x) if self.needs_clean else None
+            logits_adv = model(x_adv) if x_adv is not None else None
+            out = self.objective.fn(logits, logits_adv, y, **self.params)
+        self.opt.zero_grad(set_to_none=True)
+        out["loss"].backward()  # gradients w.r.t. u land on w (straight-through)
+        self.opt.step()         # w changed: the next forward re-projects u
+        detach = lambda t: None if t is None else t.detach()
+        return out["loss"].detach(), detach(logits), detach(logits_adv)
+
+
 def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool = False,
           log: Callable[[str], None] = print, progress: bool = True,
           on_epoch_end: Optional[Callable[[int], None]] = None,
@@ -141,12 +172,8 @@ def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool =
     precision = resolve_precision(t.precision, device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt, sched = make_optimizer(model, cfg)
-    objective = OBJECTIVES.get(cfg.loss.name)
-    params = {k: getattr(cfg.loss, k) for k in objective.params}
-    attack = None if objective.attack is None else make_attack(
-        objective.attack, eps=a.eps, alpha=a.step, steps=a.steps, model_mode=a.bn_mode)
-    needs_clean = objective.needs_clean(**params)
+    step = TrainStep(cfg, model, device, precision)
+    opt, sched = step.opt, step.sched
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = Batches(s.train, t.batch_size, shuffle=True, pad=s.spec.pad, flip=s.spec.flip,
                       augment_data=cfg.data.augment, generator=gen, device=device,
@@ -164,7 +191,7 @@ def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool =
     else:
         seed_everything(cfg.seed)
     log(f"training {s.arch.name} ({cfg.quant.scheme}, {cfg.quant.method}) with loss "
-        f"{cfg.loss.name} {params} on {cfg.data.name}: {len(s.train)} train / {len(s.val)} val "
+        f"{cfg.loss.name} {step.params} on {cfg.data.name}: {len(s.train)} train / {len(s.val)} val "
         f"images, {t.epochs} epochs, device {device}, precision {precision}"
         f"{', channels_last' if t.channels_last else ''}")
     for epoch in range(start, t.epochs):
@@ -178,18 +205,9 @@ def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool =
         for i, (x, y) in enumerate(batches):
             if i == n_batches:
                 break
-            with autocast(precision, device):
-                # the attack runs on the u weights with noise on; BN mode per adv.bn_mode
-                # (the reference: train mode, so attack forwards also update BN statistics)
-                x_adv = attack(model, x, y) if attack is not None else None
-                logits = model(x) if needs_clean else None
-                logits_adv = model(x_adv) if x_adv is not None else None
-                out = objective.fn(logits, logits_adv, y, **params)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()  # gradients w.r.t. u land on w (straight-through)
-            opt.step()              # w changed: the next forward re-projects u
+            loss, logits, logits_adv = step(model, x, y)
             with torch.no_grad():   # running sums stay on the device: no sync per batch
-                stats[0] += out["loss"].detach().float() * len(y)
+                stats[0] += loss.float() * len(y)
                 if logits is not None:
                     stats[1] += (logits.argmax(1) == y).sum()
                 if logits_adv is not None:
@@ -215,8 +233,8 @@ def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool =
         rows.append({"epoch": epoch + 1, "phase": s.relax.phase(epoch),
                      "lam": "" if lam is None else f"{lam:.6g}", "lr": f"{lr:.6g}",
                      "train_loss": f"{c[0] / c[3]:.5f}",
-                     "train_acc": f"{c[1] / c[3]:.5f}" if needs_clean else "",
-                     "train_adv_acc": f"{c[2] / c[3]:.5f}" if attack is not None else "",
+                     "train_acc": f"{c[1] / c[3]:.5f}" if step.needs_clean else "",
+                     "train_adv_acc": f"{c[2] / c[3]:.5f}" if step.attack is not None else "",
                      "val_acc": f"{val['val_acc']:.5f}", "val_robust_acc": f"{val['val_robust_acc']:.5f}",
                      "img_per_s": f"{c[3] / seconds:.2f}", "seconds": f"{seconds:.2f}",
                      "selected": int(selected)})

@@ -1,0 +1,153 @@
+"""Training throughput of robustq's fast path against a plain eager-fp32 PyTorch loop.
+
+    python benchmarks/bench_train.py                  # natural + PGD-10 AT, batch 128, 32x32
+    python benchmarks/bench_train.py --steps 3 --rounds 2 --mode pgd
+
+Both sides train the SAME method in the same process, interleaved round by round: an
+En1ResNet20 (block noise c = 0.1) whose 3x3 convs are Binary-Relax 4-bit (lambda = 2, so the
+relaxed weights u = (lam Q(w) + w)/(lam + 1) are in play), SGD with the paper's settings,
+batch 128 of random 32x32 RGB images. "pgd" is PGD-10 adversarial training (eps 0.031, step
+0.007, random start, BN in train mode as the reference; loss CE(f(x_adv), y)).
+
+* robustq: ``engine.TrainStep`` on the model ``build.build_model`` makes, in the precision
+  ``auto`` picks (bf16 autocast only where the hardware has bf16 convolutions), channels_last.
+* plain: what a straightforward implementation does: NCHW fp32, block noise as
+  ``x + c * x.std() * torch.randn_like(x)`` through autograd, and BR as the reference code
+  does it, copying u into the conv weights once per step and the float w back after the
+  backward pass; input gradients with ``torch.autograd.grad``.
+
+Timing is after warm-up; each side's figure is the median over rounds of images/second.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustq.build import Arch, build_model, build_network
+from robustq.config import load_config
+from robustq.engine import TrainStep
+from robustq.models.enresnet import BlockNoise
+from robustq.quant import get_projection, set_relaxation
+from robustq.runtime import resolve_device, resolve_precision
+
+LAM = 2.0
+
+
+class NaiveNoise(nn.Module):
+    def __init__(self, coef: float) -> None:
+        super().__init__()
+        self.coef = coef
+
+    def forward(self, x):
+        return x + self.coef * x.std() * torch.randn_like(x)
+
+
+class PlainStep:
+    """The plain baseline (see the module docstring)."""
+
+    def __init__(self, arch: Arch, pgd: bool, device) -> None:
+        self.model = build_network(arch).to(device)
+        for name, m in list(self.model.named_modules()):
+            for child_name, child in list(m.named_children()):
+                if isinstance(child, BlockNoise):
+                    setattr(m, child_name, NaiveNoise(child.coef))
+        self.qconvs = [m for m in self.model.modules()
+                       if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+        self.proj, self.pgd = get_projection("4bit"), pgd
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+    def _attack(self, x, y):
+        x_adv = (x + torch.empty_like(x).uniform_(-0.031, 0.031)).clamp(0, 1)
+        for _ in range(10):
+            x_adv.requires_grad_(True)
+            g, = torch.autograd.grad(F.cross_entropy(self.model(x_adv), y), x_adv)
+            x_adv = torch.min(torch.max(x_adv.detach() + 0.007 * g.sign(), x - 0.031), x + 0.031).clamp(0, 1)
+        return x_adv
+
+    def __call__(self, x, y):
+        with torch.no_grad():  # reference-style BR: swap u in, keep w aside
+            saved = [m.weight.detach().clone() for m in self.qconvs]
+            for m, w in zip(self.qconvs, saved):
+                m.weight.copy_((LAM * self.proj(w) + w) / (LAM + 1))
+        self.model.train()
+        inputs = self._attack(x, y) if self.pgd else x
+        loss = F.cross_entropy(self.model(inputs), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():  # straight-through: the gradient w.r.t. u updates w
+            for m, w in zip(self.qconvs, saved):
+                m.weight.copy_(w)
+        self.opt.step()
+        return loss.detach()
+
+
+class ToolStep:
+    def __init__(self, arch: Arch, pgd: bool, device, precision: str) -> None:
+        cfg = load_config(None, ["loss.name=at" if pgd else "loss.name=natural", "loss.alpha=0",
+                                 "loss.beta=1"])
+        self.model, _ = build_model(arch, "4bit", "paper")
+        self.model = self.model.to(device=device, memory_format=torch.channels_last)
+        set_relaxation(self.model, LAM)
+        self.step = TrainStep(cfg, self.model, device, precision)
+
+    def __call__(self, x, y):
+        self.model.train()
+        return self.step(self.model, x.contiguous(memory_format=torch.channels_last), y)[0]
+
+
+def timed(step, x, y, n: int, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        loss = step(x, y)
+    float(loss)  # wait for the device
+    return n * x.shape[0] / (time.perf_counter() - t0)
+
+
+def bench(mode: str, args, device, precision) -> tuple[float, float]:
+    arch = Arch(20, 1, 0.1, 3, 10, args.size)
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 3, args.size, args.size, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+    sides = {"robustq": ToolStep(arch, mode == "pgd", device, precision),
+             "plain": PlainStep(arch, mode == "pgd", device)}
+    for step in sides.values():  # warm-up
+        timed(step, x, y, args.warmup, device)
+    rates: dict[str, list[float]] = {k: [] for k in sides}
+    for _ in range(args.rounds):
+        for name, step in sides.items():
+            rates[name].append(timed(step, x, y, args.steps, device))
+    return statistics.median(rates["robustq"]), statistics.median(rates["plain"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="robustq training throughput vs a plain loop")
+    ap.add_argument("--mode", choices=["natural", "pgd", "both"], default="both")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"robustq precision {precision} + channels_last; batch {args.batch}, {args.size}x{args.size}, "
+          f"En1ResNet20 BR 4-bit with block noise; median of {args.rounds} rounds x {args.steps} steps")
+    print(f"{'mode':<10}{'robustq img/s':>15}{'plain img/s':>14}{'ratio':>8}")
+    for mode in (["natural", "pgd"] if args.mode == "both" else [args.mode]):
+        tool, plain = bench(mode, args, device, precision)
+        label = "PGD-10 AT" if mode == "pgd" else "natural"
+        print(f"{label:<10}{tool:>15.1f}{plain:>14.1f}{tool / plain:>7.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
