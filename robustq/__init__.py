@@ -5,3 +5,10 @@ The pipeline, one module per arrow: ``data`` -> ``models`` -> ``quant`` -> ``eng
 them together from a config (``cli.py``).
 """
 __version__ = "0.1.0"
+
+
+def load(path, device="cpu"):
+    """The model in a ``robustq export`` file (``.safetensors``), in eval mode with the block
+    noise on; rebuilt from the file alone, without the training code (``export.load``)."""
+    from .export import load as _load
+    return _load(path, device)

@@ -3,6 +3,7 @@
     robustq run                      the main job: train + evaluate the quickstart config
     robustq train CONFIG [--set k=v ...] [--out DIR] [--resume]
     robustq eval RUN_DIR|MODEL_FILE [--set eval.k=v ...]
+    robustq sparsity|prune|export RUN_DIR|MODEL_FILE   (efficiency.py)
 """
 from __future__ import annotations
 
@@ -124,6 +125,98 @@ def _cmd_eval(args) -> None:
     _evaluate_run(Path(args.target), args.overrides, args.device, args.results)
 
 
+def _cmd_sparsity(args) -> None:
+    from .efficiency import analyse
+    from .prune import format_prune_report
+    from .sparsity import format_sparsity
+
+    r = analyse(args.target, figures=not args.no_figures)
+    print(format_sparsity(r))
+    print(format_prune_report(r["pruning"]) if r["pruning"]["params_paper_pruned"] is not None
+          else f"already pruned: {r['pruning']['params']:,} parameters")
+    for f in r["figures"] + [r["json"]]:
+        print(f"wrote {f}")
+    if r["figure_note"]:
+        print(f"robustq: note: {r['figure_note']}")
+
+
+def _cmd_prune(args) -> None:
+    from .efficiency import format_sizes, prune_to_file
+    from .prune import format_prune_report
+
+    r = prune_to_file(args.target, args.out)
+    print(format_prune_report(r) if r["params_paper_pruned"] is not None else "already pruned")
+    print(format_sizes(r))
+
+
+def _cmd_export(args) -> None:
+    from .efficiency import export_to_file, format_sizes
+    from .prune import format_prune_report
+
+    r = export_to_file(args.target, args.out, onnx=args.onnx)
+    print(format_prune_report(r) if r["params_paper_pruned"] is not None else "already pruned")
+    print(format_sizes(r))
+
+
+def _efficiency_verbs(sub) -> None:
+    s = sub.add_parser("sparsity", help="sparsity report of a run or model file: per layer, what "
+                                        "pruning removes, sizes; writes JSON and PNG figures")
+    s.add_argument("target", help="run directory or model file")
+    s.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    s.set_defaults(func=_cmd_sparsity)
+    pr = sub.add_parser("prune", help="physically prune dead channels (same outputs); writes a "
+                                      "smaller float32 .safetensors model")
+    pr.add_argument("target", help="run directory or model file")
+    pr.add_argument("--out", help="output file (default: <model>.pruned.safetensors)")
+    pr.set_defaults(func=_cmd_prune)
+    ex = sub.add_parser("export", help="prune and write one safetensors file with packed low-bit "
+                                       "weights (loads with robustq.load); --onnx also writes ONNX")
+    ex.add_argument("target", help="run directory or model file")
+    ex.add_argument("--out", help="output file (default: <model>.safetensors)")
+    ex.add_argument("--onnx", action="store_true", help="also write <out>.onnx and check it "
+                                                        "against onnxruntime (needs robustq[onnx])")
+    ex.set_defaults(func=_cmd_export)
+
+
+def _cmd_data_list(args) -> None:
+    from .data.inventory import format_survey, survey
+
+    print(format_survey(survey(verify=args.verify)))
+
+
+def _cmd_data_fetch(args) -> None:
+    from .data import get_spec, load_dataset
+    from .data.fetch import fetch
+
+    spec = get_spec(args.name)
+    dest = fetch(spec, args.root, mirror=args.mirror, timeout=args.timeout,
+                 log=lambda msg: print(msg, flush=True))
+    train, test, _ = load_dataset(spec.name, dest)  # content check: shapes, counts, labels
+    print(f"{spec.name}: {len(train)} train + {len(test)} test images verified in {dest}")
+
+
+def _add_data_verb(sub) -> None:
+    """``robustq data list`` / ``robustq data fetch NAME``."""
+    d = sub.add_parser("data", help="list the datasets and where they are; fetch one")
+    d.set_defaults(func=lambda args: d.print_help())
+    dsub = d.add_subparsers(dest="data_action", metavar="ACTION")
+    ls = dsub.add_parser("list", help="each dataset, where it was found, its counts, or how "
+                                      "to get it")
+    ls.add_argument("--verify", action="store_true", help="also read and check every dataset "
+                                                          "found (slow for the large ones)")
+    ls.set_defaults(func=_cmd_data_list)
+    f = dsub.add_parser("fetch", help="download a dataset from its home page, check the "
+                                      "published MD5s, unpack it")
+    f.add_argument("name", help="dataset name (robustq data list)")
+    f.add_argument("--root", help="folder to put it in (default: $ROBUSTQ_DATA/NAME or "
+                                  "~/.local/share/robustq/NAME)")
+    f.add_argument("--mirror", metavar="URL", help="base URL to download the official files "
+                                                   "from instead of the home page")
+    f.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait for a connection or for data (default 30)")
+    f.set_defaults(func=_cmd_data_fetch)
+
+
 def _common(sp, with_run_dir: bool = True) -> None:
     sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set train.epochs=10 (repeatable)")
@@ -156,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--results", help="where to write the results JSON")
     _common(e, with_run_dir=False)
     e.set_defaults(func=_cmd_eval)
+    _efficiency_verbs(sub)
+    _add_data_verb(sub)
     return p
 
 

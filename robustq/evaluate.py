@@ -25,6 +25,7 @@ from .data import Batches, ImageData
 from .errors import CheckpointError
 from .models import has_noise, set_noise
 from .runtime import autocast, resolve_precision
+from .prune import efficiency_record
 from .sparsity import sparsity_report
 
 
@@ -59,7 +60,10 @@ def load_any_model(path: str | Path, device: torch.device | str = "cpu") -> tupl
     """Load any model file robustq writes, by kind; returns ``(model in eval mode, meta)``.
 
     ``meta`` holds at least ``arch`` (Arch fields), ``quant``, ``method``, ``bit_map`` and
-    ``dataset``."""
+    ``dataset``. ``.safetensors`` files are pruned, packed exports (``export.py``)."""
+    if Path(path).suffix == ".safetensors":
+        from .export import load_packed
+        return load_packed(path, device)
     return load_model_file(path, device)
 
 
@@ -123,6 +127,7 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
         "channel_sparsity": sp["channel_sparsity"],
         "filter_sparsity": sp["filter_sparsity"],
         "sparsity_counts": sp["counts"],
+        **efficiency_record(model, meta, quantized),
         "per_layer": sp["per_layer"],
         "bit_map": meta.get("bit_map", {}),
         "params": sum(p.numel() for p in model.parameters()),
