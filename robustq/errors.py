@@ -19,3 +19,7 @@ class DataError(RobustqError):
 
 class CheckpointError(RobustqError):
     pass
+
+
+class DependencyError(RobustqError):
+    """An optional extra (``pip install robustq[...]``) that a feature needs is missing."""

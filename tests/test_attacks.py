@@ -12,7 +12,9 @@ from robustq.models import enresnet
 
 # cheap settings so the contract test stays fast; attacks not listed use their defaults
 FAST = {"ifgsm": {"steps": 3}, "pgd": {"steps": 3, "restarts": 2}, "cw_paper": {"steps": 3},
-        "trades_kl": {"steps": 2}}
+        "trades_kl": {"steps": 2}, "cw_l2": {"steps": 3, "binary_steps": 2},
+        "apgd_ce": {"steps": 3}, "apgd_dlr": {"steps": 3}, "random_sign": {"tries": 3},
+        "transfer": {"inner_args": {"steps": 2}}}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,8 @@ def test_attack_contract(name, start_in_train_mode):
     for n, p in model.named_parameters():
         p.grad = marker[n].clone() if n in marker else None
     stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    if getattr(ATTACKS.get(name), "requires", None):  # an attack from an optional package
+        pytest.importorskip(ATTACKS.get(name).requires)
     attack = make_attack(name, eps=0.05, **FAST.get(name, {}))
     x_adv = attack(model, x, y)
 

@@ -1,5 +1,5 @@
 """Attacks under one contract (``base.Attack``); one file per attack, created by name."""
-from . import cw_paper, fgsm, ifgsm, pgd, trades_kl  # noqa: F401  (register the attacks)
+from . import apgd, cw_l2, cw_paper, fgsm, ifgsm, pgd, random_sign, trades_kl, transfer  # noqa: F401
 from .base import ATTACKS, Attack, make_attack, parse_eps
 
 __all__ = ["ATTACKS", "Attack", "make_attack", "parse_eps"]

@@ -77,14 +77,29 @@ class Attack:
     def input_grad(self, model: nn.Module, x: torch.Tensor,
                    loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Gradient of ``loss_fn(model(x))`` w.r.t. ``x``, averaged over ``eot_samples``."""
-        grad = None
+        return self.input_grad_logits(model, x, loss_fn)[0]
+
+    def input_grad_logits(self, model: nn.Module, x: torch.Tensor,
+                          loss_fn: Callable[[torch.Tensor], torch.Tensor]
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_grad`` plus the (detached) logits averaged over the same draws.
+
+        EOT (Athalye et al., ICML 2018): for a random model f(x; z) the attack ascends
+        ``E_z[L(f(x; z))]``, whose gradient is estimated by the mean of ``eot_samples``
+        independent per-draw gradients (variance / eot_samples)."""
+        grad, logits = None, None
         for _ in range(self.eot_samples):
             x_ = x.detach().requires_grad_(True)
             with torch.enable_grad():
-                g, = torch.autograd.grad(loss_fn(model(x_)), x_)
+                z = model(x_)
+                g, = torch.autograd.grad(loss_fn(z), x_)
+            z = z.detach().float()
             grad = g if grad is None else grad.add_(g)
-        assert grad is not None
-        return grad if self.eot_samples == 1 else grad.div_(self.eot_samples)
+            logits = z if logits is None else logits.add_(z)
+        assert grad is not None and logits is not None
+        if self.eot_samples == 1:
+            return grad, logits
+        return grad.div_(self.eot_samples), logits.div_(self.eot_samples)
 
     def hparams(self) -> dict:
         """Every hyperparameter; values given as text ("8/255") are shown as given."""

@@ -44,19 +44,24 @@ class CWPaper(Attack):
         opt = torch.optim.Adam([w], lr=self.lr)
         best_w = x.clone()
         best_dist = torch.full((x.shape[0],), float("inf"), device=x.device)
+
+        def hinge(z: torch.Tensor) -> torch.Tensor:
+            z = z.float()
+            z_pred = z.gather(1, pred[:, None]).squeeze(1)
+            z_other = z.masked_fill(pred_mask, float("-inf")).amax(1)
+            return self.c * (z_pred - z_other).clamp_min(0).sum()
+
         for _ in range(self.steps):
-            with torch.enable_grad():
-                z = model(w).float()
-                z_pred = z.gather(1, pred[:, None]).squeeze(1)
-                z_other = z.masked_fill(pred_mask, float("-inf")).amax(1)
-                dist = (w - x).flatten(1).pow(2).sum(1)
-                loss = (dist + self.c * (z_pred - z_other).clamp_min(0)).sum()
-                grad, = torch.autograd.grad(loss, w)
+            # d/dw of the hinge term, averaged over eot_samples noise draws (one by default:
+            # the paper's protocol), and the logits of those same draws
+            grad, z = self.input_grad_logits(model, w, hinge)
             with torch.no_grad():
+                diff = w.detach() - x
+                dist = diff.flatten(1).pow(2).sum(1)
                 better = (z.argmax(1) != pred) & (dist < best_dist)
                 best_dist = torch.where(better, dist, best_dist)
                 best_w = torch.where(better[:, None, None, None], w.detach(), best_w)
-            w.grad = grad
+            w.grad = grad.add_(diff, alpha=2.0)  # + d||w - x||^2 / dw
             opt.step()
         with torch.no_grad():
             never = torch.isinf(best_dist)[:, None, None, None]

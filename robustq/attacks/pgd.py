@@ -6,7 +6,8 @@ uniform random start in the eps-ball, cross-entropy loss, projection onto the ep
 [0, 1] after each step. ``loss="cw"`` maximises the Carlini-Wagner margin
 ``max_{j != y} z_j - z_y`` instead. With ``restarts > 1`` every example keeps the worst case
 over the restarts: the first restart whose result is misclassified, else the one with the
-highest loss.
+highest loss. Restarts after the first only attack the examples not yet misclassified (the
+others cannot change), which makes restarts cheap on a weak model.
 """
 from __future__ import annotations
 
@@ -62,14 +63,17 @@ class PGD(Attack):
             best_z = model(best).float()
             best_loss, fooled = LOSSES[self.loss](best_z, y), best_z.argmax(1) != y
         for _ in range(self.restarts - 1):
-            cand = self._one_run(model, x, y)
+            # a restart can only change examples not fooled yet, so only those are attacked
+            idx = (~fooled).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            cand = self._one_run(model, x[idx], y[idx])
             with torch.no_grad():
                 z = model(cand).float()
-                loss, cand_fooled = LOSSES[self.loss](z, y), z.argmax(1) != y
-            # take the candidate where it fools and the best so far does not, or where
-            # neither fools and its loss is higher
-            take = (cand_fooled & ~fooled) | ((cand_fooled == fooled) & ~fooled & (loss > best_loss))
-            best = torch.where(take[:, None, None, None], cand, best)
-            best_loss = torch.where(take, loss, best_loss)
-            fooled = fooled | cand_fooled
+                loss, cand_fooled = LOSSES[self.loss](z, y[idx]), z.argmax(1) != y[idx]
+            # take the candidate where it fools, or where it does not but its loss is higher
+            take = cand_fooled | (loss > best_loss[idx])
+            best[idx] = torch.where(take[:, None, None, None], cand, best[idx])
+            best_loss[idx] = torch.where(take, loss, best_loss[idx])
+            fooled[idx] = cand_fooled
         return best
