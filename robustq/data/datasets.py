@@ -3,6 +3,13 @@
 Every dataset loads into an ``ImageData`` (uint8 images ``(N, C, H, W)`` + int64 labels)
 straight from its official on-disk format. Content is verified on load (shapes, counts,
 label range) so that what robustq trains on is the real dataset.
+
+Where a dataset is looked for, in order (``candidate_roots``): an explicit ``data.root``;
+``$ROBUSTQ_DATA/<folder>``; robustq's own data directory (``$XDG_DATA_HOME/robustq/<folder>``,
+by default ``~/.local/share/robustq/<folder>``, where ``robustq data fetch`` puts it); the
+copy bundled inside the package; the folders where system packages install datasets
+(``/usr/share/datasets/<folder>``, as Debian's ``dataset-fashion-mnist`` does). The first
+folder that holds the dataset's files wins. The entries themselves are in ``catalog.py``.
 """
 from __future__ import annotations
 
@@ -34,6 +41,14 @@ class ImageData:
 
 
 @dataclass(frozen=True)
+class Resource:
+    """One file of a dataset's official distribution and its published MD5."""
+    file: str
+    md5: str
+    extract: str = ""                        # for archives: the folder they unpack to
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     name: str
     channels: int
@@ -47,10 +62,24 @@ class DatasetSpec:
     system_dirs: tuple[str, ...] = ()        # where system packages install it
     default_root: Optional[Path] = None      # bundled data
     info: dict = field(default_factory=dict)  # source, license, citation
+    folder: str = ""                         # directory name under a data root (default: name)
+    present: Optional[Callable[[Path], bool]] = None  # does a folder hold it? (default: files)
+    mirrors: tuple[str, ...] = ()            # base URLs of the official files, tried in order
+    resources: tuple[Resource, ...] = ()     # what ``robustq data fetch`` downloads
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def dirname(self) -> str:
+        return self.folder or self.name
+
+    def is_present(self, root: Path) -> bool:
+        """Whether ``root`` holds this dataset's files (not yet whether they are valid)."""
+        if self.present is not None:
+            return self.present(root)
+        return all((root / f).is_file() or (root / f"{f}.gz").is_file() for f in self.files)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -100,60 +129,57 @@ def read_mnist_format(root: Path) -> tuple[ImageData, ImageData]:
     return out[0], out[1]
 
 
-def _mnist_like(name: str, classes, counts, **kw) -> DatasetSpec:
-    return DATASETS.register(name)(DatasetSpec(name, 1, 28, tuple(classes), counts,
-                                               read_mnist_format, MNIST_FILES, pad=2, **kw))
+def user_data_dir() -> Path:
+    """robustq's own data directory: ``$XDG_DATA_HOME/robustq`` (``~/.local/share/robustq``)."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base).expanduser() / "robustq"
 
 
-_mnist_like("mnist", [str(i) for i in range(10)], (60000, 10000),
-            system_dirs=("/usr/share/datasets/mnist",),
-            info={"source": "http://yann.lecun.com/exdb/mnist/", "license": "CC BY-SA 3.0",
-                  "citation": "LeCun, Bottou, Bengio, Haffner. Gradient-based learning applied "
-                              "to document recognition. Proc. IEEE 86(11), 1998."})
-_mnist_like("fashion-mnist", FASHION_CLASSES, (60000, 10000),
-            system_dirs=("/usr/share/datasets/fashion-mnist",),
-            info={"source": "https://github.com/zalandoresearch/fashion-mnist", "license": "MIT",
-                  "citation": "Xiao, Rasul, Vollgraf. Fashion-MNIST: a Novel Image Dataset for "
-                              "Benchmarking Machine Learning Algorithms. arXiv:1708.07747, 2017."})
-_mnist_like("fashion-mnist-10k", FASHION_CLASSES, (10000, 2000),
-            default_root=BUNDLED_DIR / "fashion-mnist-10k",
-            info={"source": "a stratified subset of Fashion-MNIST shipped inside robustq "
-                            "(scripts/make_bundled_data.py)", "license": "MIT",
-                  "citation": DATASETS.get("fashion-mnist").info["citation"]})
+def get_spec(name: str) -> DatasetSpec:
+    """The registered dataset ``name``; a DataError listing the known ones otherwise."""
+    try:
+        return DATASETS.get(name)
+    except KeyError as e:
+        raise DataError(f"{e.args[0]}; see robustq data list") from None
 
 
-def candidate_roots(spec: DatasetSpec, root: Optional[str | Path]) -> list[Path]:
-    """Where to look, in order: explicit root; $ROBUSTQ_DATA/<name>; bundled; system dirs."""
+def candidate_roots(spec: DatasetSpec, root: Optional[str | Path] = None) -> list[Path]:
+    """Where to look, in order: explicit root; $ROBUSTQ_DATA/<folder>; the user data dir;
+    bundled; system dirs (``/usr/share/datasets/<folder>`` and the spec's own)."""
     if root is not None:
         return [Path(root).expanduser()]
     cands = []
     if os.environ.get(ENV_VAR):
-        cands.append(Path(os.environ[ENV_VAR]).expanduser() / spec.name)
+        cands.append(Path(os.environ[ENV_VAR]).expanduser() / spec.dirname)
+    cands.append(user_data_dir() / spec.dirname)
     if spec.default_root is not None:
         cands.append(spec.default_root)
-    cands += [Path(d) for d in spec.system_dirs]
-    return cands
+    cands += [Path(d) for d in (*spec.system_dirs, f"/usr/share/datasets/{spec.dirname}")]
+    return list(dict.fromkeys(cands))  # in order, without duplicates
 
 
 def find_root(spec: DatasetSpec, root: Optional[str | Path] = None) -> Path:
+    """The folder to read ``spec`` from: the explicit ``root`` if it exists, else the first
+    candidate that holds the dataset's files (a folder without them is passed over)."""
     cands = candidate_roots(spec, root)
-    for cand in cands:
-        if cand.is_dir():
-            return cand
     if root is not None:
+        if cands[0].is_dir():
+            return cands[0]
         raise DataError(f"data directory {cands[0]} does not exist; set data.root to the folder "
                         f"that holds the {spec.name} files")
-    where = ", ".join(str(c) for c in cands) or "nowhere"
-    raise DataError(f"dataset {spec.name} was not found (looked in {where}); set data.root to "
-                    f"its folder or ${ENV_VAR} to a folder containing {spec.name}/")
+    for cand in cands:
+        if cand.is_dir() and spec.is_present(cand):
+            return cand
+    where = ", ".join(str(c) + ("" if not c.is_dir() else " (lacks its files)") for c in cands)
+    fetch = f"run robustq data fetch {spec.name}, " if spec.resources else ""
+    raise DataError(f"dataset {spec.name} was not found (looked in {where}); {fetch}set "
+                    f"data.root to its folder, or set ${ENV_VAR} to a folder containing "
+                    f"{spec.dirname}/")
 
 
 def load_dataset(name: str, root: Optional[str | Path] = None) -> tuple[ImageData, ImageData, DatasetSpec]:
     """Read and verify ``name``'s train and test splits from ``root`` (or the usual places)."""
-    try:
-        spec = DATASETS.get(name)
-    except KeyError as e:
-        raise DataError(f"{e.args[0]}") from None
+    spec = get_spec(name)
     where = find_root(spec, root)
     train, test = spec.read(where)
     shape = (spec.channels, spec.size, spec.size)
