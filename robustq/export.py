@@ -62,7 +62,7 @@ def pack_state(state: dict[str, torch.Tensor], bit_map: dict[str, str]) -> tuple
             tensors[name] = t.detach().contiguous().cpu()
             continue
         codes, scale = rec
-        m = code_bits(levels, codes, bits)
+        m = code_bits(bits, codes)
         tensors[name + ".codes"] = pack_codes(codes, m, levels)
         tensors[name + ".scale"] = scale.reshape(1).float()
         table[name] = {"scheme": scheme, "bits": m, "levels": levels, "shape": list(t.shape)}

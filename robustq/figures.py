@@ -85,7 +85,7 @@ def plot_channels(w: torch.Tensor, path: str | Path, layer: str = "",
     fig = _figure(figsize=(2.6 * len(channels), 3.0), layout="constrained")
     axes = fig.subplots(1, len(channels), squeeze=False)[0]
     for ax, k in zip(axes, channels):
-        im = ax.imshow(_tile(codes[:, k]), cmap="RdBu_r", vmin=-top, vmax=top)
+        im = ax.imshow(_tile(codes[:, k]).numpy(), cmap="RdBu_r", vmin=-top, vmax=top)
         zeros = float((codes[:, k] == 0).float().mean())
         ax.set_title(f"channel {k}: {100 * zeros:.0f}% zeros" + (" (sparse)" if zeros == 1 else ""),
                      fontsize=8)

@@ -34,12 +34,9 @@ from typing import Optional
 import torch
 
 
-def code_bits(levels: int, codes: Optional[torch.Tensor] = None, bits: Optional[int] = None) -> int:
-    """The storage width: ``bits`` as declared, except 1-bit tensors holding zeros take 2."""
-    m = bits if bits is not None else max(1, math.ceil(math.log2(2 * levels + 1)))
-    if m == 1 and codes is not None and bool((codes == 0).any()):
-        return 2
-    return m
+def code_bits(bits: int, codes: torch.Tensor) -> int:
+    """The storage width: the projection's ``bits``, except 1-bit codes holding zeros take 2."""
+    return 2 if bits == 1 and bool((codes == 0).any()) else bits
 
 
 def _max_offset(bits: int, levels: int) -> int:
