@@ -60,28 +60,40 @@ def _within(sub: torch.Tensor, read: torch.Tensor) -> Index:
     return [p for p, c in enumerate(torch.nonzero(read).flatten().tolist()) if bool(sub[c])]
 
 
-def _block_plan(b: PreActBlock) -> dict:
+def _pad(mask: torch.Tensor, align: int) -> torch.Tensor:
+    """``mask`` plus the first unkept channels, up to a multiple of ``align`` kept ones (or
+    all). Re-adding a dead channel is always exact: it computes its zero (or constant)."""
+    mask = mask.clone()
+    short = (-int(mask.sum())) % align
+    if short:
+        mask[torch.nonzero(~mask).flatten()[:short]] = True
+    return mask
+
+
+def _block_plan(b: PreActBlock, align: int) -> dict:
     w1, w2 = b.conv1.weight, b.conv2.weight
-    k1 = _live_in(w1)
-    ks = _live_in(b.shortcut.weight) if b.shortcut is not None else torch.zeros_like(k1)
-    read = k1 | ks
+    k1 = _pad(_live_in(w1), align)
+    ks = _pad(_live_in(b.shortcut.weight), align) if b.shortcut is not None else torch.zeros_like(k1)
+    read = _pad(k1 | ks, align)
     live_filter, live_slice = _live_out(w1), _live_in(w2)
-    mid = live_filter & live_slice
+    mid = _pad(live_filter & live_slice, align)
     plan = {"read": _idx(read), "conv1_in": _within(k1, read),
             "mid": [int(i) for i in torch.nonzero(mid).flatten()],
-            "const": bool((~live_filter & live_slice).any()),
-            "conv2_out": _idx(_live_out(w2)), "shortcut": None}
+            "const": bool((~live_filter & live_slice & ~mid).any()),
+            "conv2_out": _idx(_pad(_live_out(w2), align)), "shortcut": None}
     if b.shortcut is not None:
-        plan["shortcut"] = {"in": _within(ks, read), "out": _idx(_live_out(b.shortcut.weight))}
+        plan["shortcut"] = {"in": _within(ks, read),
+                            "out": _idx(_pad(_live_out(b.shortcut.weight), align))}
     return plan
 
 
-def member_plan(m: PreActResNet) -> dict:
-    """The channel plan (see ``pruned.py``) of one dense member with baked weights."""
+def member_plan(m: PreActResNet, align: int = 1) -> dict:
+    """The channel plan (see ``pruned.py``) of one dense member with baked weights; with
+    ``align > 1`` every kept channel count is rounded up to a multiple of ``align``."""
     w = m.conv1.weight
-    return {"stem": {"in": _idx(_live_in(w)), "out": _idx(_live_out(w))},
-            "blocks": [_block_plan(b) for b in m.blocks],
-            "head": {"read": _idx(_live_in(m.linear.weight))}}
+    return {"stem": {"in": _idx(_pad(_live_in(w), align)), "out": _idx(_pad(_live_out(w), align))},
+            "blocks": [_block_plan(b, align) for b in m.blocks],
+            "head": {"read": _idx(_pad(_live_in(m.linear.weight), align))}}
 
 
 def _rows(t: torch.Tensor, idx: Index) -> torch.Tensor:
@@ -102,10 +114,12 @@ def _copy_bn(dst: Optional[nn.BatchNorm2d], src: nn.BatchNorm2d, idx: Index) -> 
 
 
 @torch.no_grad()
-def _fold_constant(b: PreActBlock, out: Index) -> torch.Tensor:
-    """``K[o] = sum_j r_j W2[o, j]`` over the constant private channels (float64 sum)."""
+def _fold_constant(b: PreActBlock, out: Index, mid: list) -> torch.Tensor:
+    """``K[o] = sum_j r_j W2[o, j]`` over the constant private channels not kept in ``mid``
+    (float64 sum)."""
     w1, w2 = b.conv1.weight, b.conv2.weight
     const = ~_live_out(w1) & _live_in(w2)
+    const[mid] = False
     bn2 = copy.deepcopy(b.bn2).eval()
     r = torch.relu(bn2(w2.new_zeros(1, w2.shape[1], 1, 1))).flatten()   # relu(bn2(0)) per channel
     k = torch.einsum("ojhw,j->ohw", _rows(w2, out)[:, const].double(), r[const].double())
@@ -123,7 +137,7 @@ def _fill_block(dst: nn.Module, b: PreActBlock, plan: dict) -> None:
     if dst.conv2 is not None:
         dst.conv2.weight.copy_(_rows(b.conv2.weight, out)[:, mid])
         if dst.conv2.const is not None:
-            dst.conv2.const.copy_(_fold_constant(b, out))
+            dst.conv2.const.copy_(_fold_constant(b, out, mid))
     if dst.shortcut is not None:
         ws = _cols(_rows(b.shortcut.weight, plan["shortcut"]["out"]), read)
         dst.shortcut.weight.copy_(_cols(ws, plan["shortcut"]["in"]))
@@ -156,14 +170,18 @@ def noise_coef(model: nn.Module) -> float:
     return next((float(m.coef) for m in model.modules() if isinstance(m, BlockNoise)), 0.0)
 
 
-def prune(model: nn.Module, arch: dict) -> tuple[Ensemble, dict]:
+def prune(model: nn.Module, arch: dict, align: int = 1) -> tuple[Ensemble, dict]:
     """``(pruned model in eval mode, spec)`` for a dense model with baked quantized weights.
 
-    ``arch`` holds the Arch fields (depth, ensemble, noise, in_channels, num_classes, ...)."""
+    ``arch`` holds the Arch fields (depth, ensemble, noise, in_channels, num_classes, ...).
+    ``align = 1`` removes every dead channel; ``align = 8`` keeps a few so that every channel
+    count is a multiple of 8, which the blocked conv kernels of oneDNN / ONNX Runtime favour."""
+    if align < 1:
+        raise ValueError(f"align must be >= 1, got {align}")
     members = _dense_members(model)
     widths = list(dict.fromkeys([members[0].conv1.out_channels] +
                                 [b.conv2.out_channels for b in members[0].blocks]))
-    spec = {"widths": widths, "members": [member_plan(m) for m in members]}
+    spec = {"widths": widths, "members": [member_plan(m, align) for m in members]}
     pruned = build_pruned(arch, spec)
     for dst, m, plan in zip(pruned.members, members, spec["members"]):
         _fill_member(dst, m, plan)

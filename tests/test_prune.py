@@ -133,3 +133,16 @@ def test_layer_roles():
     assert layer_role("members.1.blocks.3.conv2") == "block_mid"
     assert layer_role("members.0.blocks.3.shortcut") == "shortcut"
     assert layer_role("members.0.linear") == "classifier"
+
+
+@pytest.mark.parametrize("policy", ["paper", "all"])
+def test_aligned_pruning_is_exact_and_keeps_multiples_of_8(policy):
+    dense, meta = sparse_model(14, 2, "4bit", p=0.3, seed=13, policy=policy)
+    pruned, spec = prune(dense, meta["arch"], align=8)
+    for m in pruned.members:
+        for b in m.blocks:
+            for conv in (b.conv1, b.conv2, b.shortcut):
+                if conv is not None:
+                    assert conv.out_channels % 8 == 0 and conv.in_channels % 8 == 0
+    _check_same(dense, pruned, torch.rand(3, 3, 12, 12))
+    assert count_params(prune(dense, meta["arch"])[0]) <= count_params(pruned) < count_params(dense)

@@ -1,0 +1,164 @@
+"""CPU inference speed: the float model, the pruned model and both in ONNX Runtime.
+
+    python benchmarks/bench_inference.py                       # synthetic 4-bit En1ResNet20
+    python benchmarks/bench_inference.py runs/quickstart-...   # a run directory or model file
+    python benchmarks/bench_inference.py --zero-slices 0.33 --threads 1 --repeat 2
+
+Without a model it builds a 4-bit En1ResNet20 (3x32x32, 10 classes) with random weights and
+zeroes a random ``--zero-slices`` fraction of the input slices of every quantized conv (the
+paper reports 33% channel sparsity for 4-bit En1ResNet56); ``--zero-slices`` also applies to a
+given model (default 0 there: measure it as trained). An untrained model's BatchNorm gets
+random running statistics, as training would leave.
+
+Columns: ``float`` (the dense model, quantized weights held as fp32), ``pruned`` (every dead
+channel removed), ``pruned align8`` (channel counts rounded up to multiples of 8, which the
+blocked conv kernels favour), each in PyTorch and as ONNX in ONNX Runtime (``onnx ...``).
+
+Every model runs in eval mode with the block noise OFF (the ONNX graph has none), fp32,
+``--threads`` intra-op threads for both PyTorch and ONNX Runtime. Latency: batch 1, median
+over ``--iters`` calls after 10 warm-up calls. Throughput: batch 256, images per second from
+the median of ``--batches`` calls after one warm-up call. ``--repeat`` runs the whole
+measurement again (numbers on a shared machine are noisy; report every repeat).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from robustq.build import Arch, build_model
+from robustq.models import set_noise
+from robustq.prune import count_flops, count_params, prune
+from robustq.quant import bake
+
+
+def synthetic() -> tuple[torch.nn.Module, dict]:
+    arch = Arch(20, 1, 0.1, 3, 10, 32)
+    model, bit_map = build_model(arch, "4bit")
+    model = bake(model).eval()
+    return model, {"arch": arch.to_dict(), "bit_map": bit_map, "quant": "4bit"}
+
+
+@torch.no_grad()
+def sparsify(model: torch.nn.Module, meta: dict, zero: float, seed: int = 0) -> None:
+    """Zero a random ``zero`` fraction of the input slices of each quantized conv; give BN
+    random running statistics (as training would)."""
+    g = torch.Generator().manual_seed(seed)
+    quantized = {k for k, v in meta["bit_map"].items() if v != "float"}
+    for name, m in model.named_modules():
+        if name in quantized and isinstance(m, torch.nn.Conv2d) and zero > 0:
+            k = m.weight.shape[1]
+            m.weight[:, torch.randperm(k, generator=g)[: round(zero * k)]] = 0
+        if isinstance(m, torch.nn.BatchNorm2d) and zero > 0 and int(m.num_batches_tracked) == 0:
+            m.running_mean.uniform_(-0.5, 0.5, generator=g)
+            m.running_var.uniform_(0.5, 1.5, generator=g)
+
+
+def latency_ms(run, x: torch.Tensor, iters: int) -> float:
+    for _ in range(10):
+        run(x)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def throughput(run, x: torch.Tensor, batches: int) -> float:
+    run(x)
+    times = []
+    for _ in range(batches):
+        t = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t)
+    return x.shape[0] / statistics.median(times)   # median: robust to a neighbour's burst
+
+
+def runners(models: dict, shape: list[int], threads: int, tmp: Path) -> dict:
+    """name -> callable(x: Tensor) -> output, PyTorch and (when installed) ONNX Runtime."""
+    out = {}
+    for name, m in models.items():
+        m = copy.deepcopy(m).eval()
+        set_noise(m, False)
+        out[name] = lambda x, m=m: m(x)
+    try:
+        import onnxruntime as ort
+        from robustq.export import export_onnx
+    except ImportError:
+        print("onnxruntime is not installed (pip install 'robustq[onnx]'): no ONNX columns")
+        return out
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    for name, m in models.items():
+        path = tmp / f"{name.replace(' ', '_')}.onnx"
+        export_onnx(m, shape, path, check=False)
+        s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        out[f"onnx {name}"] = lambda x, s=s: s.run(None, {"images": x.numpy()})[0]
+    return out
+
+
+def measure(runs: dict, shape: list[int], iters: int, batches: int) -> dict:
+    x1, xb = torch.rand(1, *shape), torch.rand(256, *shape)
+    with torch.inference_mode():
+        return {name: (latency_ms(run, x1, iters), throughput(run, xb, batches))
+                for name, run in runs.items()}
+
+
+def report(results: dict) -> str:
+    base_lat, base_thr = results["float"]
+    lines = [f"{'model':<19}{'latency b=1 (ms)':>18}{'vs float':>10}{'throughput b=256 (img/s)':>27}{'vs float':>10}"]
+    for name, (lat, thr) in results.items():
+        lines.append(f"{name:<19}{lat:>18.3f}{base_lat / lat:>9.2f}x{thr:>27.0f}{thr / base_thr:>9.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model", nargs="?", help="run directory or model file (default: synthetic)")
+    p.add_argument("--zero-slices", type=float, default=None,
+                   help="fraction of input slices to zero (default 0.33 synthetic, 0 for a model)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--iters", type=int, default=200)
+    p.add_argument("--batches", type=int, default=7)
+    p.add_argument("--repeat", type=int, default=2)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if a.model:
+        from robustq.efficiency import resolve
+        from robustq.evaluate import load_any_model
+        dense, meta = load_any_model(resolve(a.model)[0])
+        zero = a.zero_slices or 0.0
+    else:
+        dense, meta = synthetic()
+        zero = 0.33 if a.zero_slices is None else a.zero_slices
+    sparsify(dense, meta, zero)
+    pruned, _ = prune(dense, meta["arch"])
+    aligned, _ = prune(dense, meta["arch"], align=8)
+    arch = meta["arch"]
+    shape = [arch["in_channels"], arch["input_size"], arch["input_size"]]
+    print(f"{Arch(**arch).name} {meta.get('quant')} input {shape}, zeroed slice fraction {zero}; "
+          f"params {count_params(dense):,} -> {count_params(pruned):,}; multiply-adds "
+          f"{count_flops(dense, tuple(shape)):,} -> {count_flops(pruned, tuple(shape)):,} "
+          f"(aligned to 8 channels: {count_params(aligned):,} params, "
+          f"{count_flops(aligned, tuple(shape)):,} multiply-adds)")
+    print(f"torch {torch.__version__}, {a.threads} thread(s), {platform.processor() or platform.machine()}, "
+          f"python {platform.python_version()}; noise off, eval mode, fp32")
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {"float": dense, "pruned": pruned, "pruned align8": aligned}
+        runs = runners(models, shape, a.threads, Path(tmp))
+        for r in range(a.repeat):
+            print(f"run {r + 1}/{a.repeat}")
+            print(report(measure(runs, shape, a.iters, a.batches)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
