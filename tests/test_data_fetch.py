@@ -193,3 +193,12 @@ def test_cli_data_verbs(capsys, tmp_path, monkeypatch):
                  "--timeout", "2"]) == 2
     assert "could not get" in capsys.readouterr().err
     assert not (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").exists()
+
+
+def test_disk_error_is_a_data_error_and_leaves_no_final_file(server, tmp_path, monkeypatch):
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("robustq.data.fetch.os.fsync", disk_full)
+    with pytest.raises(DataError, match="No space left on device.*--root"):
+        fetch(toy(server, "good"), tmp_path, timeout=5)
+    assert not (tmp_path / "blob.bin").exists()

@@ -63,16 +63,20 @@ def md5sum(path: Path) -> str:
 
 
 def _copy_body(resp, out, timeout: float) -> int:
+    """Copy the response body into ``out``; network trouble is ``_Failed``, while a failing
+    write (disk full, ...) stays an OSError for ``fetch`` to report."""
     got = 0
-    try:
-        while chunk := resp.read(CHUNK):
-            out.write(chunk)
-            got += len(chunk)
-    except TimeoutError:
-        raise _Failed(f"the server sent nothing for {timeout:g} s") from None
-    except (OSError, http.client.HTTPException) as e:
-        raise _Failed(f"the connection broke ({type(e).__name__})") from None
-    return got
+    while True:
+        try:
+            chunk = resp.read(CHUNK)
+        except TimeoutError:
+            raise _Failed(f"the server sent nothing for {timeout:g} s") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise _Failed(f"the connection broke ({type(e).__name__})") from None
+        if not chunk:
+            return got
+        out.write(chunk)
+        got += len(chunk)
 
 
 def _transfer(url: str, part: Path, timeout: float, log: Log) -> None:
@@ -205,17 +209,27 @@ def fetch(spec: DatasetSpec | str, root: Optional[str | Path] = None,
         raise DataError(f"cannot create {dest} ({e.strerror}); pass --root with a folder you "
                         f"can write to") from None
     log(f"fetching {spec.name} into {dest}")
-    with _locked(dest):
-        for res in spec.resources:
-            final = dest / res.file
-            if final.exists():
-                if md5sum(final) != res.md5:
-                    raise DataError(f"{final} exists but is not the official file (MD5 differs "
-                                    f"from {res.md5}); move it away and fetch again, or use the "
-                                    f"folder as it is with data.root")
-                log(f"  {res.file}: already there, MD5 verified")
-            else:
-                _download(res, [b + res.file for b in _mirrors(spec, mirror)], dest, timeout, log)
-            if res.extract:
-                unpack(final, res.extract, dest)
+    try:
+        with _locked(dest):
+            for res in spec.resources:
+                _fetch_one(res, spec, dest, mirror, timeout, log)
+    except OSError as e:                                 # the disk, not the network
+        raise DataError(f"cannot write the {spec.name} files into {dest} "
+                        f"({e.strerror or e}); free some space or pass --root with a folder "
+                        f"you can write to") from None
     return dest
+
+
+def _fetch_one(res: Resource, spec: DatasetSpec, dest: Path, mirror: Optional[str],
+               timeout: float, log: Log) -> None:
+    final = dest / res.file
+    if final.exists():
+        if md5sum(final) != res.md5:
+            raise DataError(f"{final} exists but is not the official file (MD5 differs from "
+                            f"{res.md5}); move it away and fetch again, or use the folder as "
+                            f"it is with data.root")
+        log(f"  {res.file}: already there, MD5 verified")
+    else:
+        _download(res, [b + res.file for b in _mirrors(spec, mirror)], dest, timeout, log)
+    if res.extract:
+        unpack(final, res.extract, dest)
