@@ -3,6 +3,7 @@
     python benchmarks/bench_inference.py                       # synthetic 4-bit En1ResNet20
     python benchmarks/bench_inference.py runs/quickstart-...   # a run directory or model file
     python benchmarks/bench_inference.py --zero-slices 0.33 --threads 1 --repeat 2
+    python benchmarks/bench_inference.py --depth 56 --save s56.pt --repeat 0   # a model file
 
 Without a model it builds a 4-bit En1ResNet20 (3x32x32, 10 classes) with random weights and
 zeroes a random ``--zero-slices`` fraction of the input slices of every quantized conv (the
@@ -39,11 +40,20 @@ from robustq.prune import count_flops, count_params, prune
 from robustq.quant import bake
 
 
-def synthetic() -> tuple[torch.nn.Module, dict]:
-    arch = Arch(20, 1, 0.1, 3, 10, 32)
+def synthetic(depth: int = 20, ensemble: int = 1) -> tuple[torch.nn.Module, dict]:
+    arch = Arch(depth, ensemble, 0.1, 3, 10, 32)
     model, bit_map = build_model(arch, "4bit")
     model = bake(model).eval()
-    return model, {"arch": arch.to_dict(), "bit_map": bit_map, "quant": "4bit"}
+    return model, {"arch": arch.to_dict(), "bit_map": bit_map, "quant": "4bit", "method": "bc",
+                   "policy": "paper", "dataset": "cifar10", "epoch": 0, "val": {}}
+
+
+def save_model(model: torch.nn.Module, meta: dict, path: str) -> None:
+    """Write ``model`` as a ``model.pt`` file (the engine's format), for the CLI verbs."""
+    from robustq import __version__
+    from robustq.checkpoint import FORMAT_VERSION, MODEL_FORMAT, save
+    save({"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "version": __version__,
+          "state_dict": model.state_dict(), "meta": meta}, path)
 
 
 @torch.no_grad()
@@ -125,6 +135,9 @@ def main(argv=None) -> int:
     p.add_argument("model", nargs="?", help="run directory or model file (default: synthetic)")
     p.add_argument("--zero-slices", type=float, default=None,
                    help="fraction of input slices to zero (default 0.33 synthetic, 0 for a model)")
+    p.add_argument("--depth", type=int, default=20, help="synthetic model depth (6n+2)")
+    p.add_argument("--ensemble", type=int, default=1, help="synthetic ensemble size")
+    p.add_argument("--save", help="also write the (sparsified) model as a model.pt file here")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--batches", type=int, default=7)
@@ -137,9 +150,11 @@ def main(argv=None) -> int:
         dense, meta = load_any_model(resolve(a.model)[0])
         zero = a.zero_slices or 0.0
     else:
-        dense, meta = synthetic()
+        dense, meta = synthetic(a.depth, a.ensemble)
         zero = 0.33 if a.zero_slices is None else a.zero_slices
     sparsify(dense, meta, zero)
+    if a.save:
+        save_model(dense, meta, a.save)
     pruned, _ = prune(dense, meta["arch"])
     aligned, _ = prune(dense, meta["arch"], align=8)
     arch = meta["arch"]

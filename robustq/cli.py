@@ -144,7 +144,7 @@ def _cmd_prune(args) -> None:
     from .efficiency import format_sizes, prune_to_file
     from .prune import format_prune_report
 
-    r = prune_to_file(args.target, args.out)
+    r = prune_to_file(args.target, args.out, align=args.align)
     print(format_prune_report(r) if r["params_paper_pruned"] is not None else "already pruned")
     print(format_sizes(r))
 
@@ -153,9 +153,13 @@ def _cmd_export(args) -> None:
     from .efficiency import export_to_file, format_sizes
     from .prune import format_prune_report
 
-    r = export_to_file(args.target, args.out, onnx=args.onnx)
+    r = export_to_file(args.target, args.out, onnx=args.onnx, align=args.align)
     print(format_prune_report(r) if r["params_paper_pruned"] is not None else "already pruned")
     print(format_sizes(r))
+
+
+_ALIGN_HELP = ("keep channel counts at multiples of N (default 1: remove every dead channel; "
+               "8 can run faster in ONNX Runtime, see docs/efficiency.md)")
 
 
 def _efficiency_verbs(sub) -> None:
@@ -168,6 +172,7 @@ def _efficiency_verbs(sub) -> None:
                                       "smaller float32 .safetensors model")
     pr.add_argument("target", help="run directory or model file")
     pr.add_argument("--out", help="output file (default: <model>.pruned.safetensors)")
+    pr.add_argument("--align", type=int, default=1, metavar="N", help=_ALIGN_HELP)
     pr.set_defaults(func=_cmd_prune)
     ex = sub.add_parser("export", help="prune and write one safetensors file with packed low-bit "
                                        "weights (loads with robustq.load); --onnx also writes ONNX")
@@ -175,6 +180,7 @@ def _efficiency_verbs(sub) -> None:
     ex.add_argument("--out", help="output file (default: <model>.safetensors)")
     ex.add_argument("--onnx", action="store_true", help="also write <out>.onnx and check it "
                                                         "against onnxruntime (needs robustq[onnx])")
+    ex.add_argument("--align", type=int, default=1, metavar="N", help=_ALIGN_HELP)
     ex.set_defaults(func=_cmd_export)
 
 

@@ -48,14 +48,14 @@ def zero_randomly(model: nn.Module, p: float, g: torch.Generator, filters: bool 
 
 def sparse_model(depth: int = 8, ensemble: int = 1, scheme: str = "4bit", p: float = 0.3,
                  seed: int = 0, in_channels: int = 3, size: int = 12, policy: str = "paper",
-                 noise: float = 0.1) -> tuple[nn.Module, dict]:
+                 noise: float = 0.1, filters: bool = True) -> tuple[nn.Module, dict]:
     """A baked (exactly Q(w)) model in eval mode with random dead channels, and its meta."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     arch = Arch(depth, ensemble, noise, in_channels, 10, size)
     model, bit_map = build_model(arch, scheme, policy)
     model = bake(model).eval()
-    zero_randomly(model, p, g)
+    zero_randomly(model, p, g, filters)
     randomize_bn(model, g)
     meta = {"arch": arch.to_dict(), "quant": scheme, "method": "br", "policy": policy,
             "bit_map": bit_map, "dataset": "fashion-mnist-10k", "epoch": 1, "val": {}}

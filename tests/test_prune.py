@@ -146,3 +146,14 @@ def test_aligned_pruning_is_exact_and_keeps_multiples_of_8(policy):
                     assert conv.out_channels % 8 == 0 and conv.in_channels % 8 == 0
     _check_same(dense, pruned, torch.rand(3, 3, 12, 12))
     assert count_params(prune(dense, meta["arch"])[0]) <= count_params(pruned) < count_params(dense)
+
+
+def test_pruning_is_exact_math_in_float64():
+    """The 1e-5 of the fp32 tests is rounding only: in float64 the functions agree to 1e-12
+    (without constants; a folded constant kernel is stored in fp32, so it agrees to ~1e-7)."""
+    x = torch.rand(3, 3, 12, 12, dtype=torch.float64)
+    for filters, tol in ((False, 1e-12), (True, 1e-6)):
+        dense, meta = sparse_model(20, 2, "4bit", p=0.4, seed=17, filters=filters)
+        pruned, _ = prune(dense, meta["arch"])
+        torch.testing.assert_close(_outputs(pruned.double(), x, False),
+                                   _outputs(dense.double(), x, False), atol=tol, rtol=tol)
