@@ -2,7 +2,7 @@
 
     robustq run                      the main job: train + evaluate the quickstart config
     robustq train CONFIG [--set k=v ...] [--out DIR] [--resume]
-    robustq eval RUN_DIR|MODEL_FILE [--set eval.k=v ...]
+    robustq eval RUN_DIR|MODEL_FILE [--suite paper|quick|strong|autoattack] [--curve] [--set eval.k=v ...]
     robustq sparsity|prune|export RUN_DIR|MODEL_FILE   (efficiency.py)
 """
 from __future__ import annotations
@@ -76,7 +76,8 @@ def _train_and_eval(config: Optional[Path], overrides: list[str], out: Optional[
 
 
 def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str],
-                  results_path: Optional[str] = None) -> dict:
+                  results_path: Optional[str] = None, surrogate: Optional[str] = None,
+                  curve: Optional[str] = None) -> dict:
     import torch
 
     from .config import load_config
@@ -98,13 +99,56 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
                                  f"quant.scheme={meta.get('quant', 'float')}",
                                  f"quant.method={meta.get('method', 'none')}", *overrides])
     _, test, _ = load_dataset(cfg.data.name, cfg.data.root)
+    what = f"attacks {', '.join(cfg.eval.attacks)}" if cfg.eval.suite == "paper" else f"suite {cfg.eval.suite}"
     print(f"evaluating {model_path} on {cfg.data.name} ({min(len(test), cfg.eval.n_eval or len(test))} "
-          f"test images; attacks {', '.join(cfg.eval.attacks)})", flush=True)
-    results = evaluate(model, meta, cfg, test, device)
+          f"test images; {what})", flush=True)
+    surrogate_model = load_any_model(surrogate, device)[0] if surrogate else None
+    curve_eps = _curve_eps(curve)
+    results = evaluate(model, meta, cfg, test, device, surrogate=surrogate_model, curve_eps=curve_eps)
+    _keep_other_suite(out, results.get("suite", "paper"))
     write_results(results, out)
     print(format_table(results))
+    if curve_eps:
+        from .robustness import plot_curve
+        png = plot_curve(results["curve"], out.with_suffix(".curve.png"),
+                         f"{results['model']} {results['quant']}: {results['curve']['attack']}")
+        print(f"robustness curve: {png}")
     print(f"results: {out}")
     return results
+
+
+def _curve_eps(curve: Optional[str]) -> Optional[list[str]]:
+    """``--curve`` alone: the default eps grid; ``--curve 0,2/255,8/255``: those values."""
+    if curve is None:
+        return None
+    from .attacks import parse_eps
+    from .robustness import DEFAULT_EPS
+
+    values = list(DEFAULT_EPS) if curve == "default" else [v.strip() for v in curve.split(",") if v.strip()]
+    try:
+        bad = [v for v in values if not 0 <= parse_eps(v) <= 1]
+    except (ValueError, ZeroDivisionError):
+        bad = values
+    if bad or not values:
+        raise ConfigError(f"--curve takes comma-separated eps values in [0, 1] such as "
+                          f"0,2/255,8/255, got {curve!r}")
+    return values
+
+
+def _keep_other_suite(out: Path, suite: str) -> None:
+    """Before ``out`` is overwritten by another suite's record, keep the old one beside it as
+    ``<stem>-<its suite>.json`` so that no evaluation is lost."""
+    import json
+
+    try:
+        old = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return
+    old_suite = old.get("suite", "paper") if isinstance(old, dict) else "paper"
+    if old_suite != suite:
+        kept = out.with_name(f"{out.stem}-{old_suite}.json")
+        out.replace(kept)
+        print(f"kept the previous {old_suite} results as {kept}")
 
 
 def _cmd_run(args) -> None:
@@ -122,7 +166,17 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_eval(args) -> None:
-    _evaluate_run(Path(args.target), args.overrides, args.device, args.results)
+    overrides = list(args.overrides)
+    if args.suite is not None:
+        overrides.append(f"eval.suite={args.suite}")
+    if args.eot is not None:
+        overrides.append(f"eval.eot_samples={args.eot}")
+    if args.draws is not None:
+        overrides.append(f"eval.draws={args.draws}")
+    if args.allow_single_sample:
+        overrides.append("eval.allow_single_sample=true")
+    _evaluate_run(Path(args.target), overrides, args.device, args.results, args.surrogate,
+                  args.curve)
 
 
 def _cmd_sparsity(args) -> None:
@@ -253,6 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run directory or a model file; writes results.json")
     e.add_argument("target", help="run directory or model file")
     e.add_argument("--results", help="where to write the results JSON")
+    e.add_argument("--suite", choices=["paper", "quick", "strong", "autoattack"],
+                   help="paper (default: the paper's A1-A3, one noise sample), quick, strong "
+                        "(worst case of PGD-CE/CW and C&W-L2 with EOT, masking checks) or "
+                        "autoattack (needs robustq[autoattack]); see docs/robustness.md")
+    e.add_argument("--eot", type=int, metavar="N", help="EOT gradient samples for a randomized "
+                   "model (default: the suite's, 10 for strong, 20 for autoattack)")
+    e.add_argument("--draws", type=int, metavar="K", help="forward draws averaged for a "
+                   "randomized model's accuracy (default: the suite's)")
+    e.add_argument("--allow-single-sample", action="store_true",
+                   help="accept one noise sample per gradient/prediction on a randomized model")
+    e.add_argument("--curve", nargs="?", const="default", metavar="EPS,...",
+                   help="also measure accuracy vs eps (PGD-CE-20) and draw it as a PNG "
+                        "(default grid 0..16/255)")
+    e.add_argument("--surrogate", metavar="MODEL_FILE",
+                   help="surrogate model for the transfer check (default: the model, noise off)")
     _common(e, with_run_dir=False)
     e.set_defaults(func=_cmd_eval)
     _efficiency_verbs(sub)

@@ -94,6 +94,10 @@ class EvalConfig:
     precision: str = "fp32"              # attacks in fp32 by default (honest gradients)
     seed: int = 0
     attack_args: dict = field(default_factory=dict)  # e.g. {ifgsm: {steps: 20}}
+    suite: str = "paper"                 # paper | quick | strong | autoattack (docs/robustness.md)
+    eot_samples: Optional[int] = None    # EOT gradient samples on a random model; None: suite's
+    draws: Optional[int] = None          # forward draws for a random model's accuracy; None: suite's
+    allow_single_sample: bool = False    # accept a one-sample evaluation of a random model
 
 
 @dataclass
@@ -326,6 +330,10 @@ def validate(cfg: RunConfig) -> None:
     _check(e.n_eval is None or e.n_eval >= 1, f"eval.n_eval must be >= 1 or null (all), got {e.n_eval}")
     _check(e.batch_size >= 1, f"eval.batch_size must be >= 1, got {e.batch_size}")
     _check(e.precision in ("auto", "fp32", "bf16"), f"eval.precision must be auto, fp32 or bf16, got {e.precision!r}")
+    from .robustness.suites import SUITES
+    _check(e.suite in SUITES, f"eval.suite must be one of {', '.join(SUITES.names())}, got {e.suite!r}")
+    _check(e.eot_samples is None or e.eot_samples >= 1, f"eval.eot_samples must be >= 1 or null, got {e.eot_samples}")
+    _check(e.draws is None or e.draws >= 1, f"eval.draws must be >= 1 or null, got {e.draws}")
     for name, args in e.attack_args.items():
         _check(name in ATTACKS and isinstance(args, dict),
                f"eval.attack_args must map attack names to their settings, got {name!r}: {args!r}")

@@ -22,6 +22,7 @@ from .checkpoint import MODEL_FORMAT, atomic_write, load
 from .build import Arch, build_network
 from .config import RunConfig
 from .data import Batches, ImageData
+from .data.loader import to_pixels
 from .errors import CheckpointError
 from .models import has_noise, set_noise
 from .runtime import autocast, resolve_precision
@@ -83,8 +84,14 @@ def load_model_file(path: str | Path, device: torch.device | str = "cpu") -> tup
 
 
 def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, device: torch.device,
-             log=print) -> dict:
-    """Run the configured evaluation on ``model`` and return the results record."""
+             log=print, *, surrogate: Optional[nn.Module] = None,
+             curve_eps: Optional[list] = None) -> dict:
+    """Run the configured evaluation on ``model`` and return the results record.
+
+    ``cfg.eval.suite`` picks it: ``paper`` (the default: A1-A3 with one noise sample, as the
+    paper) or a robustness suite (``quick``, ``strong``, ``autoattack``; see
+    ``robustq.robustness``). ``surrogate`` feeds the transfer check; ``curve_eps`` adds a
+    robustness curve (and runs the paper's attacks through the suite machinery)."""
     e = cfg.eval
     n = min(len(test), e.n_eval or len(test))
     data = test.subset(torch.arange(n))
@@ -92,6 +99,9 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
     channels_last = cfg.train.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if e.suite != "paper" or curve_eps:
+        return _evaluate_suite(model, meta, cfg, data, device, precision, channels_last, log,
+                               surrogate, curve_eps)
     attacks: dict[str, Optional[Attack]] = {"natural": None}
     attacks.update(paper_attacks(e.attacks, e.eps, e.attack_args))
     started = time.perf_counter()
@@ -107,6 +117,28 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
     seconds = time.perf_counter() - started
     acc = {k: float(v.float().mean()) for k, v in masks.items()}
     worst = torch.stack([masks[k] for k in e.attacks]).all(0) if e.attacks else masks["natural"]
+    record = _model_keys(model, meta, cfg)
+    record.update({
+        "suite": "paper",
+        "natural_acc": acc["natural"],
+        "attacks": {k: acc[k] for k in e.attacks},
+        "robust_acc_worst": float(worst.float().mean()),
+        "natural_acc_noise_off": float(clean_off["natural"].float().mean()),
+        "noise_at_eval": bool(e.noise and has_noise(model)),
+        "eps": e.eps,
+        "attack_settings": {k: repr(a) for k, a in attacks.items() if a is not None},
+        "eval_seed": e.seed,
+        "n_eval": n,
+        "eval_seconds": round(seconds, 2),
+        "device": str(device),
+        "precision": precision,
+    })
+    return record
+
+
+def _model_keys(model: nn.Module, meta: dict, cfg: RunConfig) -> dict:
+    """What the model is (data, architecture, quantization, sparsity, versions): the part of
+    the results record that does not depend on the evaluation suite."""
     quantized = [k for k, v in meta.get("bit_map", {}).items() if v != "float"]
     sp = sparsity_report(model, quantized)
     return {
@@ -116,13 +148,6 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
         "method": cfg.quant.method,
         "loss": cfg.loss.name,
         "loss_params": {"alpha": cfg.loss.alpha, "beta": cfg.loss.beta} if cfg.loss.name != "natural" else {},
-        "natural_acc": acc["natural"],
-        "attacks": {k: acc[k] for k in e.attacks},
-        "robust_acc_worst": float(worst.float().mean()),
-        "natural_acc_noise_off": float(clean_off["natural"].float().mean()),
-        "noise_at_eval": bool(e.noise and has_noise(model)),
-        "eps": e.eps,
-        "attack_settings": {k: repr(a) for k, a in attacks.items() if a is not None},
         "weight_sparsity": sp["weight_sparsity"],
         "channel_sparsity": sp["channel_sparsity"],
         "filter_sparsity": sp["filter_sparsity"],
@@ -132,17 +157,39 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
         "bit_map": meta.get("bit_map", {}),
         "params": sum(p.numel() for p in model.parameters()),
         "seed": cfg.seed,
-        "eval_seed": e.seed,
-        "n_eval": n,
         "selected_epoch": meta.get("epoch"),
         "val": meta.get("val", {}),
-        "eval_seconds": round(seconds, 2),
-        "device": str(device),
-        "precision": precision,
         "version": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+def _evaluate_suite(model: nn.Module, meta: dict, cfg: RunConfig, data: ImageData,
+                    device: torch.device, precision: str, channels_last: bool, log,
+                    surrogate: Optional[nn.Module], curve_eps: Optional[list]) -> dict:
+    """A robustness suite (``eval.suite``: quick, strong, autoattack) -> the results record."""
+    from .robustness import SuiteOptions, evaluate_suite
+
+    e = cfg.eval
+    x = to_pixels(data.images, device, channels_last)
+    y = data.labels.to(device)
+    opts = SuiteOptions(eot_samples=e.eot_samples, draws=e.draws, seed=e.seed,
+                        allow_single_sample=e.allow_single_sample, batch_size=e.batch_size,
+                        surrogate=surrogate, curve_eps=curve_eps)
+    set_noise(model, e.noise)
+    try:
+        with autocast(precision, device):
+            suite = evaluate_suite(model, x, y, e.suite, e.eps, opts, log=log)
+    finally:
+        set_noise(model, True)
+    off = suite.get("noise_off", {}).get("natural_acc", suite["natural_acc"])
+    record = _model_keys(model, meta, cfg)
+    record.update(suite)
+    record.update({"natural_acc_noise_off": off, "noise_at_eval": suite["randomized"],
+                   "eval_seed": e.seed, "eval_seconds": suite["suite_seconds"],
+                   "device": str(device), "precision": precision})
+    return record
 
 
 def write_results(results: dict, path: str | Path) -> None:
@@ -155,9 +202,24 @@ def format_table(r: dict) -> str:
     width = max(len(k) for k, _ in rows) + 2
     lines = [f"{r['model']}  {r['quant']} ({r['method']})  loss {r['loss']}  on {r['dataset']}  "
              f"(n_eval {r['n_eval']}, eps {r['eps']}, noise {'on' if r['noise_at_eval'] else 'off'})"]
-    lines += [f"  {k:<{width}}{100 * v:6.2f} %" for k, v in rows]
-    lines.append(f"  {'worst case':<{width}}{100 * r['robust_acc_worst']:6.2f} %")
-    lines.append(f"  {'clean, noise off':<{width}}{100 * r['natural_acc_noise_off']:6.2f} %")
+    std = {"natural": r.get("natural_acc_std", 0.0), "worst case": r.get("robust_acc_worst_std", 0.0),
+           **r.get("attacks_std", {})}
+    off = r.get("noise_off", {})
+    off = {"natural": off.get("natural_acc"), "worst case": off.get("robust_acc_worst"),
+           **off.get("attacks", {})}
+    if r.get("suite", "paper") != "paper":
+        width = max(width, 12)
+        lines.append(f"  suite {r['suite']}: " + (f"randomized, EOT {r['eot_samples']}, {r['draws']} draws "
+                     f"(mean +- spread over draws)" if r.get("randomized") else "deterministic model"))
+    for k, v in rows + [("worst case", r["robust_acc_worst"])]:
+        line = f"  {k:<{width}}{100 * v:6.2f} %"
+        line += f" +- {100 * std[k]:.2f}" if std.get(k) else ""
+        line += f"   noise off {100 * off[k]:6.2f} %" if off.get(k) is not None else ""
+        lines.append(line)
+    if off["natural"] is None:
+        lines.append(f"  {'clean, noise off':<{width}}{100 * r['natural_acc_noise_off']:6.2f} %")
+    for name, f in r.get("masking_checks", {}).items():
+        lines.append(f"  [{'FLAG' if f['fired'] else ' ok '}] {name}: {f['explanation']}")
     lines.append(f"  weight sparsity {100 * r['weight_sparsity']:.2f} %   channel sparsity "
                  f"{100 * r['channel_sparsity']:.2f} %   params {r['params']:,}")
     return "\n".join(lines)
