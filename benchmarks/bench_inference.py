@@ -16,16 +16,19 @@ channel removed), ``pruned align8`` (channel counts rounded up to multiples of 8
 blocked conv kernels favour), each in PyTorch and as ONNX in ONNX Runtime (``onnx ...``).
 
 Every model runs in eval mode with the block noise OFF (the ONNX graph has none), fp32,
-``--threads`` intra-op threads for both PyTorch and ONNX Runtime. Latency: batch 1, median
-over ``--iters`` calls after 10 warm-up calls. Throughput: batch 256, images per second from
-the median of ``--batches`` calls after one warm-up call. ``--repeat`` runs the whole
-measurement again (numbers on a shared machine are noisy; report every repeat).
+``--threads`` intra-op threads for both PyTorch and ONNX Runtime. After a warm-up (10 calls
+at batch 1, one at batch 256, each backend) the backends take turns for ``--batches`` rounds (shuffled order);
+in each round every backend runs ``--iters / --batches`` batch-1 calls and one batch-256 call.
+Latency is the median batch-1 call, throughput 256 over the median batch-256 call.
+``--repeat`` runs the whole measurement again (numbers on a shared machine are noisy; report
+every repeat).
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -71,25 +74,24 @@ def sparsify(model: torch.nn.Module, meta: dict, zero: float, seed: int = 0) -> 
             m.running_var.uniform_(0.5, 1.5, generator=g)
 
 
-def latency_ms(run, x: torch.Tensor, iters: int) -> float:
-    for _ in range(10):
-        run(x)
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+def keep_heap_pages() -> bool:
+    """Stop glibc from returning large blocks to the OS after each use (mallopt). Otherwise
+    every batch-256 activation is a fresh mmap whose first touch page-faults: measured here,
+    that made PyTorch 15-35% slower, by amounts that depended on the allocation order rather
+    than on the model (two identical networks differed by 20%). ONNX Runtime has its own arena."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 2 ** 30) and libc.mallopt(m_trim_threshold, 2 ** 31 - 1))
+    except (OSError, AttributeError):
+        return False
 
 
-def throughput(run, x: torch.Tensor, batches: int) -> float:
+def _timed(run, x: torch.Tensor) -> float:
+    t = time.perf_counter()
     run(x)
-    times = []
-    for _ in range(batches):
-        t = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - t)
-    return x.shape[0] / statistics.median(times)   # median: robust to a neighbour's burst
+    return time.perf_counter() - t
 
 
 def runners(models: dict, shape: list[int], threads: int, tmp: Path) -> dict:
@@ -116,10 +118,25 @@ def runners(models: dict, shape: list[int], threads: int, tmp: Path) -> dict:
 
 
 def measure(runs: dict, shape: list[int], iters: int, batches: int) -> dict:
+    """``{name: (latency ms, images/s)}``. The backends take turns (``batches`` rounds, in a
+    shuffled order each) so that a neighbour's load burst or a clock change hits them alike."""
     x1, xb = torch.rand(1, *shape), torch.rand(256, *shape)
+    rng = random.Random(0)
+    lat = {name: [] for name in runs}
+    thr = {name: [] for name in runs}
     with torch.inference_mode():
-        return {name: (latency_ms(run, x1, iters), throughput(run, xb, batches))
-                for name, run in runs.items()}
+        for run in runs.values():           # warm-up: allocator, kernel selection, caches
+            for _ in range(10):
+                run(x1)
+            run(xb)
+        order = list(runs)
+        for _ in range(batches):
+            rng.shuffle(order)              # no backend always follows the same one
+            for name in order:
+                lat[name] += [_timed(runs[name], x1) for _ in range(max(1, iters // batches))]
+                thr[name].append(_timed(runs[name], xb))
+    return {name: (1000 * statistics.median(lat[name]), 256 / statistics.median(thr[name]))
+            for name in runs}
 
 
 def report(results: dict) -> str:
@@ -140,10 +157,14 @@ def main(argv=None) -> int:
     p.add_argument("--save", help="also write the (sparsified) model as a model.pt file here")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--iters", type=int, default=200)
-    p.add_argument("--batches", type=int, default=7)
+    p.add_argument("--batches", type=int, default=15)
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--malloc-default", action="store_true",
+                   help="leave glibc's heap trimming on (see keep_heap_pages)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    heap = "glibc default" if a.malloc_default else (
+        "heap pages kept (mallopt)" if keep_heap_pages() else "glibc default (mallopt unavailable)")
     if a.model:
         from robustq.efficiency import resolve
         from robustq.evaluate import load_any_model
@@ -165,7 +186,7 @@ def main(argv=None) -> int:
           f"(aligned to 8 channels: {count_params(aligned):,} params, "
           f"{count_flops(aligned, tuple(shape)):,} multiply-adds)")
     print(f"torch {torch.__version__}, {a.threads} thread(s), {platform.processor() or platform.machine()}, "
-          f"python {platform.python_version()}; noise off, eval mode, fp32")
+          f"python {platform.python_version()}; noise off, eval mode, fp32; {heap}")
     with tempfile.TemporaryDirectory() as tmp:
         models = {"float": dense, "pruned": pruned, "pruned align8": aligned}
         runs = runners(models, shape, a.threads, Path(tmp))
