@@ -119,5 +119,5 @@ def _autoattack_extras(record: dict, out: Outcome) -> None:
         return
     record["autoattack_version"] = run.version
     given, n = run.n_given, out.correct["natural"].shape[1]
-    record["autoattack_log"] = {k: round(v * given / n, 6) for k, v in run.log.items()}
+    record["autoattack_log"] = {k: round(v * given / n, 4) for k, v in run.log.items()}
     record["autoattack_warnings"] = run.warnings
