@@ -4,10 +4,19 @@ The pipeline, one module per arrow: ``data`` -> ``models`` -> ``quant`` -> ``eng
 (``losses``, ``attacks``) -> ``evaluate`` (``sparsity``). The ``robustq`` command strings
 them together from a config (``cli.py``).
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: importing robustq stays free of torch
+    import os
+
+    import torch
+
 __version__ = "0.1.0"
 
 
-def load(path, device="cpu"):
+def load(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
     """The model in a ``robustq export`` file (``.safetensors``), in eval mode with the block
     noise on; rebuilt from the file alone, without the training code (``export.load``)."""
     from .export import load as _load

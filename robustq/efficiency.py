@@ -25,7 +25,8 @@ def resolve(target: str | Path) -> tuple[Path, Path]:
             raise CheckpointError(f"{target} holds no model.pt; give a finished run directory "
                                   f"or a model file")
         return target / "model.pt", target / "model"
-    return target, target.with_suffix("")
+    # model.pt -> model.*; an export keeps its suffix (model.safetensors.*), so never collides
+    return target, target.with_suffix("") if target.suffix == ".pt" else target
 
 
 def _load(path: Path) -> tuple[nn.Module, dict]:

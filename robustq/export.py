@@ -36,6 +36,9 @@ from .pruned import build_pruned
 FORMAT, FORMAT_VERSION = "robustq-packed", 1
 ARCH_FIELDS = {"depth": int, "ensemble": int, "noise": float, "in_channels": int,
                "num_classes": int, "input_size": int}
+# generous bounds, so that a tampered header cannot make the loader allocate absurd tensors
+ARCH_LIMITS = {"depth": (8, 2000), "ensemble": (1, 64), "noise": (0, 100), "in_channels": (1, 1024),
+               "num_classes": (1, 100_000), "input_size": (1, 8192)}
 
 
 def _projection(scheme: str) -> tuple[int, int]:
@@ -123,6 +126,9 @@ def _check_header(path: Path, h: Any) -> dict:
             isinstance(arch[k], (int, float) if t is float else int) and not isinstance(arch[k], bool)
             for k, t in ARCH_FIELDS.items()):
         raise _fail(path, f"has an invalid architecture in its metadata ({arch!r:.120})")
+    for k, (lo, hi) in ARCH_LIMITS.items():
+        if not lo <= arch[k] <= hi:
+            raise _fail(path, f"has an implausible architecture in its metadata ({k} = {arch[k]})")
     shape = [arch["in_channels"], arch["input_size"], arch["input_size"]]
     if h.get("input_shape") != shape or h.get("num_classes") != arch["num_classes"] \
             or h.get("ensemble") != arch["ensemble"] or h.get("noise") != arch["noise"]:

@@ -186,5 +186,7 @@ def build_pruned(arch: dict, spec: dict) -> Ensemble:
     if len(members) != arch["ensemble"]:
         raise ValueError(f"the plan lists {len(members)} members, the architecture {arch['ensemble']}")
     widths = tuple(spec.get("widths", (16, 32, 64)))
+    if len(widths) != 3 or not all(isinstance(w, int) and 1 <= w <= 4096 for w in widths):
+        raise ValueError(f"widths must be three channel counts, got {widths!r:.60}")
     return Ensemble([PrunedResNet(m, arch["depth"], arch["in_channels"], arch["num_classes"],
                                   arch["noise"], widths) for m in members])
