@@ -137,6 +137,8 @@ TAMPERS = {
     "extra tensor": (lambda t, h: _set(t, "members.0.evil", torch.zeros(1)), "does not describe"),
     "non-finite scale": (lambda t, h: _set(t, _first(t, ".scale"), torch.tensor([float("nan")])), "scale"),
     "newer format": (lambda t, h: h.__setitem__("format_version", 99), "newer"),
+    "absurd size": (lambda t, h: h["arch"].__setitem__("in_channels", 10 ** 9), "implausible"),
+    "foreign format tag": (lambda t, h: h.clear() or h.__setitem__("format", "other"), "not a robustq-packed"),
 }
 
 
@@ -157,6 +159,9 @@ def test_malformed_truncated_and_foreign_files(good_file, tmp_path):
         (tmp_path / f"{name}.safetensors").write_bytes(content)
         with pytest.raises(CheckpointError, match="not a readable safetensors"):
             load_packed(tmp_path / f"{name}.safetensors")
+    save_file({"w": torch.zeros(2)}, tmp_path / "broken.safetensors", metadata={"robustq": "{oops"})
+    with pytest.raises(CheckpointError, match="not JSON"):
+        load_packed(tmp_path / "broken.safetensors")
     save_file({"w": torch.zeros(2)}, tmp_path / "foreign.safetensors")
     with pytest.raises(CheckpointError, match="not a robustq model"):
         load_packed(tmp_path / "foreign.safetensors")
