@@ -147,6 +147,15 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def describe(meta: dict, zero: float, dense, pruned, aligned) -> None:
+    arch = meta["arch"]
+    shape = (arch["in_channels"], arch["input_size"], arch["input_size"])
+    print(f"{Arch(**arch).name} {meta.get('quant')} input {list(shape)}, zeroed slice fraction "
+          f"{zero}; params {count_params(dense):,} -> {count_params(pruned):,}; multiply-adds "
+          f"{count_flops(dense, shape):,} -> {count_flops(pruned, shape):,} (aligned to 8 "
+          f"channels: {count_params(aligned):,} params, {count_flops(aligned, shape):,} multiply-adds)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", nargs="?", help="run directory or model file (default: synthetic)")
@@ -180,11 +189,7 @@ def main(argv=None) -> int:
     aligned, _ = prune(dense, meta["arch"], align=8)
     arch = meta["arch"]
     shape = [arch["in_channels"], arch["input_size"], arch["input_size"]]
-    print(f"{Arch(**arch).name} {meta.get('quant')} input {shape}, zeroed slice fraction {zero}; "
-          f"params {count_params(dense):,} -> {count_params(pruned):,}; multiply-adds "
-          f"{count_flops(dense, tuple(shape)):,} -> {count_flops(pruned, tuple(shape)):,} "
-          f"(aligned to 8 channels: {count_params(aligned):,} params, "
-          f"{count_flops(aligned, tuple(shape)):,} multiply-adds)")
+    describe(meta, zero, dense, pruned, aligned)
     print(f"torch {torch.__version__}, {a.threads} thread(s), {platform.processor() or platform.machine()}, "
           f"python {platform.python_version()}; noise off, eval mode, fp32; {heap}")
     with tempfile.TemporaryDirectory() as tmp:

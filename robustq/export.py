@@ -30,7 +30,7 @@ from torch import nn
 
 from . import __version__
 from .errors import CheckpointError, RobustqError
-from .packing import code_bits, pack_codes, packed_nbytes, recover_codes, unpack_codes
+from .packing import code_bits, pack_codes, recover_codes, unpack_codes
 from .pruned import build_pruned
 
 FORMAT, FORMAT_VERSION = "robustq-packed", 1

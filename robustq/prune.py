@@ -165,11 +165,6 @@ def _dense_members(model: nn.Module) -> list[PreActResNet]:
     return members
 
 
-def noise_coef(model: nn.Module) -> float:
-    """The block-noise coefficient of ``model`` (0 for a plain ResNet)."""
-    return next((float(m.coef) for m in model.modules() if isinstance(m, BlockNoise)), 0.0)
-
-
 def prune(model: nn.Module, arch: dict, align: int = 1) -> tuple[Ensemble, dict]:
     """``(pruned model in eval mode, spec)`` for a dense model with baked quantized weights.
 
