@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import nn
@@ -136,7 +136,10 @@ def run_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dic
         started = time.perf_counter()
         correct = torch.zeros(draws, x.shape[0], dtype=torch.bool)
         if alive.numel():
-            x_adv = _attack_batches(model, attack, x[alive], y[alive], batch_size)
+            x_alive = x[alive]
+            if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+                x_alive = x_alive.contiguous(memory_format=torch.channels_last)  # as the model
+            x_adv = _attack_batches(model, attack, x_alive, y[alive], batch_size)
             correct[:, alive.cpu()] = draw_correct(model, x_adv, y[alive], draws, batch_size)
         out.correct[name], out.seeds[name] = correct, seed + i
         out.seconds[name] = round(time.perf_counter() - started, 2)
