@@ -219,7 +219,8 @@ def format_table(r: dict) -> str:
     if off["natural"] is None:
         lines.append(f"  {'clean, noise off':<{width}}{100 * r['natural_acc_noise_off']:6.2f} %")
     for name, f in r.get("masking_checks", {}).items():
-        lines.append(f"  [{'FLAG' if f['fired'] else ' ok '}] {name}: {f['explanation']}")
+        mark = "info" if name == "randomized" else ("FLAG" if f["fired"] else " ok ")
+        lines.append(f"  [{mark}] {name}: {f['explanation']}")
     lines.append(f"  weight sparsity {100 * r['weight_sparsity']:.2f} %   channel sparsity "
                  f"{100 * r['channel_sparsity']:.2f} %   params {r['params']:,}")
     return "\n".join(lines)
