@@ -57,13 +57,16 @@ class Objective:
     fn: Callable[..., dict]
     attack: Optional[str]          # registered attack that makes x_adv, or None
     params: tuple[str, ...] = ()   # hyperparameters taken from the loss config
+    clean: str = "always"          # clean forward needed: "always", "never", "if_alpha"
 
     def needs_clean(self, **params) -> bool:
-        return self.attack is None or self.fn is trades or params.get("alpha", 1.0) != 0
+        if self.clean == "if_alpha":
+            return params.get("alpha", 1.0) != 0
+        return self.clean == "always"
 
 
 OBJECTIVES: Registry[Objective] = Registry("loss")
 OBJECTIVES.register("natural")(Objective(natural, None))
-OBJECTIVES.register("at")(Objective(adversarial, "pgd"))
+OBJECTIVES.register("at")(Objective(adversarial, "pgd", clean="never"))
 OBJECTIVES.register("trades")(Objective(trades, "trades_kl", ("beta",)))
-OBJECTIVES.register("tradeoff")(Objective(tradeoff, "pgd", ("alpha", "beta")))
+OBJECTIVES.register("tradeoff")(Objective(tradeoff, "pgd", ("alpha", "beta"), clean="if_alpha"))

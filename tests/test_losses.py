@@ -57,6 +57,12 @@ def test_trades_is_eq_7(beta):
     assert OBJECTIVES.get("trades").needs_clean(beta=beta)
 
 
+def test_only_the_objectives_that_use_clean_logits_ask_for_them():
+    assert OBJECTIVES.get("natural").needs_clean()
+    assert not OBJECTIVES.get("at").needs_clean()
+    assert OBJECTIVES.get("trades").needs_clean(beta=6.0)
+
+
 def test_objectives_name_their_attacks():
     assert OBJECTIVES.get("natural").attack is None
     assert OBJECTIVES.get("at").attack == "pgd"
