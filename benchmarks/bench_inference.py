@@ -41,6 +41,7 @@ from robustq.build import Arch, build_model
 from robustq.models import set_noise
 from robustq.prune import count_flops, count_params, prune
 from robustq.quant import bake
+from robustq.runtime import keep_heap_pages
 
 
 def synthetic(depth: int = 20, ensemble: int = 1) -> tuple[torch.nn.Module, dict]:
@@ -72,20 +73,6 @@ def sparsify(model: torch.nn.Module, meta: dict, zero: float, seed: int = 0) -> 
         if isinstance(m, torch.nn.BatchNorm2d) and zero > 0 and int(m.num_batches_tracked) == 0:
             m.running_mean.uniform_(-0.5, 0.5, generator=g)
             m.running_var.uniform_(0.5, 1.5, generator=g)
-
-
-def keep_heap_pages() -> bool:
-    """Stop glibc from returning large blocks to the OS after each use (mallopt). Otherwise
-    every batch-256 activation is a fresh mmap whose first touch page-faults: measured here,
-    that made PyTorch 15-35% slower, by amounts that depended on the allocation order rather
-    than on the model (two identical networks differed by 20%). ONNX Runtime has its own arena."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 2 ** 30) and libc.mallopt(m_trim_threshold, 2 ** 31 - 1))
-    except (OSError, AttributeError):
-        return False
 
 
 def _timed(run, x: torch.Tensor) -> float:

@@ -17,6 +17,8 @@ batch 128 of random 32x32 RGB images. "pgd" is PGD-10 adversarial training (eps 
   backward pass; input gradients with ``torch.autograd.grad``.
 
 Timing is after warm-up; each side's figure is the median over rounds of images/second.
+Like the CLI, the benchmark keeps freed heap pages (``runtime.keep_heap_pages``); the setting
+is process-wide, so the plain side gets it too (``--malloc-default`` turns it off for both).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from robustq.config import load_config
 from robustq.engine import TrainStep
 from robustq.models.enresnet import BlockNoise
 from robustq.quant import get_projection, set_relaxation
-from robustq.runtime import resolve_device, resolve_precision
+from robustq.runtime import keep_heap_pages, resolve_device, resolve_precision
 
 LAM = 2.0
 
@@ -136,9 +138,13 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="leave glibc's heap trimming on (see runtime.keep_heap_pages)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
+    heap = "kept" if not args.malloc_default and keep_heap_pages() else "glibc default"
+    print(f"heap pages: {heap} (the CLI keeps them; process-wide, so both sides share it)")
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"robustq precision {precision} + channels_last; batch {args.batch}, {args.size}x{args.size}, "
           f"En1ResNet20 BR 4-bit with block noise; median of {args.rounds} rounds x {args.steps} steps")

@@ -45,8 +45,6 @@ def _prepare_run_dir(out: Optional[str], name: str) -> Path:
 def _train_and_eval(config: Optional[Path], overrides: list[str], out: Optional[str],
                     resume: Optional[str], device_name: Optional[str], evaluate_after: bool,
                     quiet: bool) -> None:
-    import torch
-
     from .config import load_config
     from .engine import setup, train
     from .runtime import resolve_device
@@ -78,8 +76,6 @@ def _train_and_eval(config: Optional[Path], overrides: list[str], out: Optional[
 def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str],
                   results_path: Optional[str] = None, surrogate: Optional[str] = None,
                   curve: Optional[str] = None) -> dict:
-    import torch
-
     from .config import load_config
     from .data import load_dataset
     from .evaluate import evaluate, format_table, load_any_model, write_results
@@ -335,6 +331,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 0
+    from .runtime import keep_heap_pages
+    keep_heap_pages()  # a process-wide allocator setting: here, never at import
     try:
         args.func(args)
     except RobustqError as e:
