@@ -167,7 +167,7 @@ def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool =
 
     ``prepared`` is the ``setup(cfg)`` already built (it reads the data); ``on_epoch_end``
     is called with the number of finished epochs after each checkpoint."""
-    s, t, a = prepared or setup(cfg), cfg.train, cfg.adv
+    s, t = prepared or setup(cfg), cfg.train
     model = s.model.to(device)
     precision = resolve_precision(t.precision, device)
     if t.channels_last:

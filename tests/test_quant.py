@@ -9,7 +9,7 @@ from torch import nn
 
 from robustq.build import Arch, build_model
 from robustq.quant import (PROJECTIONS, QuantConv2d, RelaxSchedule, bake, bit_map, get_projection,
-                           quant_layers, quantize_model, set_relaxation)
+                           quant_layers, set_relaxation)
 from robustq.quant.relax import default_cutoff, default_rho
 
 

@@ -3,7 +3,6 @@ ICLR 2015). The paper's A1: one signed-gradient step of size eps (0.031) on the
 cross-entropy with the true labels, clipped to [0, 1]."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from .base import ATTACKS, Attack
