@@ -38,7 +38,7 @@ from robustq.attacks import make_attack
 from robustq.data import load_dataset
 from robustq.data.loader import to_pixels
 from robustq.errors import DataError
-from robustq.models import enresnet, set_noise
+from robustq.models import enresnet, noise_state
 from robustq.robustness import SuiteOptions, evaluate_suite
 from robustq.robustness.sampling import inputs_only
 
@@ -125,10 +125,8 @@ def main() -> None:
     if args.skip_suite:
         return
     xs = x[:args.measure].contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        set_noise(model, False)
+    with torch.no_grad(), noise_state(model, False):
         y = model(xs).argmax(1)
-        set_noise(model, True)
     opts = SuiteOptions(eot_samples=args.eot, draws=args.draws)
     t0 = time.perf_counter()
     r = evaluate_suite(model, xs, y, "strong", 0.031, opts)

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, RobustqError
-from .models import set_noise
+from .evaluate import quantized_layers
+from .models import noise_state
 
 
 def resolve(target: str | Path) -> tuple[Path, Path]:
@@ -33,10 +34,6 @@ def _load(path: Path) -> tuple[nn.Module, dict]:
     from .evaluate import load_any_model
     model, meta = load_any_model(path, "cpu")
     return model.eval(), meta
-
-
-def quantized_layers(meta: dict) -> list[str]:
-    return [k for k, v in meta.get("bit_map", {}).items() if v != "float"]
 
 
 def _dense_or_pruned(model: nn.Module, meta: dict, align: int = 1) -> tuple[nn.Module, dict, dict]:
@@ -87,14 +84,9 @@ def _max_diff(a: nn.Module, b: nn.Module, shape: list[int], n: int = 16) -> floa
     """Largest ``|a(x) - b(x)| / (1 + |a(x)|)`` on random images, eval mode, noise off (fp32
     rounding grows with the logits' size; the check is the tests' atol = rtol = 1e-5)."""
     x = torch.rand(n, *shape, generator=torch.Generator().manual_seed(0))
-    set_noise(a, False)
-    set_noise(b, False)
-    with torch.no_grad():
+    with noise_state(a, False), noise_state(b, False), torch.no_grad():
         ya = a(x)
-        d = float(((ya - b(x)).abs() / (1 + ya.abs())).max())
-    set_noise(a, True)
-    set_noise(b, True)
-    return d
+        return float(((ya - b(x)).abs() / (1 + ya.abs())).max())
 
 
 def prune_to_file(target: str | Path, out: Optional[str | Path] = None, pack: bool = False,

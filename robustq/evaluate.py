@@ -24,7 +24,7 @@ from .config import RunConfig
 from .data import Batches, ImageData
 from .data.loader import to_pixels
 from .errors import CheckpointError
-from .models import has_noise, set_noise
+from .models import has_noise, noise_state
 from .runtime import autocast, resolve_precision
 from .prune import efficiency_record
 from .sparsity import sparsity_report
@@ -49,6 +49,11 @@ def robust_accuracy(model: nn.Module, data: ImageData, attacks: dict[str, Option
                 x_in = x if attack is None else attack(model, x, y)
                 masks[name].append(_correct(model, x_in, y).cpu())
     return {k: torch.cat(v) for k, v in masks.items()}
+
+
+def quantized_layers(meta: dict) -> list[str]:
+    """The layers a model file's bit map marks as quantized."""
+    return [k for k, v in meta.get("bit_map", {}).items() if v != "float"]
 
 
 def paper_attacks(names: list[str], eps, attack_args: Optional[dict] = None) -> dict[str, Attack]:
@@ -107,13 +112,13 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(e.seed)
-        set_noise(model, e.noise)
-        masks = robust_accuracy(model, data, attacks, batch_size=e.batch_size, device=device,
-                                precision=precision, channels_last=channels_last)
-        set_noise(model, False)
-        clean_off = robust_accuracy(model, data, {"natural": None}, batch_size=e.batch_size,
-                                    device=device, precision=precision, channels_last=channels_last)
-        set_noise(model, True)
+        with noise_state(model, e.noise):
+            masks = robust_accuracy(model, data, attacks, batch_size=e.batch_size, device=device,
+                                    precision=precision, channels_last=channels_last)
+            noise_at_eval = has_noise(model)
+        with noise_state(model, False):
+            clean_off = robust_accuracy(model, data, {"natural": None}, batch_size=e.batch_size,
+                                        device=device, precision=precision, channels_last=channels_last)
     seconds = time.perf_counter() - started
     acc = {k: float(v.float().mean()) for k, v in masks.items()}
     worst = torch.stack([masks[k] for k in e.attacks]).all(0) if e.attacks else masks["natural"]
@@ -124,7 +129,7 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
         "attacks": {k: acc[k] for k in e.attacks},
         "robust_acc_worst": float(worst.float().mean()),
         "natural_acc_noise_off": float(clean_off["natural"].float().mean()),
-        "noise_at_eval": bool(e.noise and has_noise(model)),
+        "noise_at_eval": noise_at_eval,
         "eps": e.eps,
         "attack_settings": {k: repr(a) for k, a in attacks.items() if a is not None},
         "eval_seed": e.seed,
@@ -139,7 +144,7 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
 def _model_keys(model: nn.Module, meta: dict, cfg: RunConfig) -> dict:
     """What the model is (data, architecture, quantization, sparsity, versions): the part of
     the results record that does not depend on the evaluation suite."""
-    quantized = [k for k, v in meta.get("bit_map", {}).items() if v != "float"]
+    quantized = quantized_layers(meta)
     sp = sparsity_report(model, quantized)
     return {
         "dataset": cfg.data.name,
@@ -177,12 +182,8 @@ def _evaluate_suite(model: nn.Module, meta: dict, cfg: RunConfig, data: ImageDat
     opts = SuiteOptions(eot_samples=e.eot_samples, draws=e.draws, seed=e.seed,
                         allow_single_sample=e.allow_single_sample, batch_size=e.batch_size,
                         surrogate=surrogate, curve_eps=curve_eps)
-    set_noise(model, e.noise)
-    try:
-        with autocast(precision, device):
-            suite = evaluate_suite(model, x, y, e.suite, e.eps, opts, log=log)
-    finally:
-        set_noise(model, True)
+    with noise_state(model, e.noise), autocast(precision, device):
+        suite = evaluate_suite(model, x, y, e.suite, e.eps, opts, log=log)
     off = suite.get("noise_off", {}).get("natural_acc", suite["natural_acc"])
     record = _model_keys(model, meta, cfg)
     record.update(suite)

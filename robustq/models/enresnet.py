@@ -23,7 +23,9 @@ back; the forward is one fused ``addcmul`` and the backward is written in closed
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -119,6 +121,21 @@ def set_noise(model: nn.Module, enabled: bool) -> None:
     for m in model.modules():
         if isinstance(m, BlockNoise):
             m.enabled = enabled
+
+
+@contextlib.contextmanager
+def noise_state(model: nn.Module, enabled: bool) -> Iterator[nn.Module]:
+    """Every block-noise layer on (or off) inside the block; each layer's own previous state
+    is restored afterwards, also on error."""
+    layers = [m for m in model.modules() if isinstance(m, BlockNoise)]
+    before = [m.enabled for m in layers]
+    try:
+        for m in layers:
+            m.enabled = enabled
+        yield model
+    finally:
+        for m, on in zip(layers, before):
+            m.enabled = on
 
 
 def has_noise(model: nn.Module) -> bool:

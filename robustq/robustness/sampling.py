@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import RobustqError
-from ..models.enresnet import BlockNoise
+from ..models import noise_state
 
 
 class SingleSampleError(RobustqError):
@@ -83,18 +83,9 @@ def sampling_plan(randomized: bool, eot_samples: Optional[int], draws: Optional[
     return eot, k
 
 
-@contextmanager
-def noise_disabled(model: nn.Module) -> Iterator[nn.Module]:
-    """Switch every block-noise layer off for the block, then restore each one's state."""
-    layers = [m for m in model.modules() if isinstance(m, BlockNoise)]
-    states = [m.enabled for m in layers]
-    try:
-        for m in layers:
-            m.enabled = False
-        yield model
-    finally:
-        for m, on in zip(layers, states):
-            m.enabled = on
+def noise_disabled(model: nn.Module):
+    """Every block-noise layer off for the block, each one's state restored afterwards."""
+    return noise_state(model, False)
 
 
 @contextmanager
