@@ -128,6 +128,23 @@ def bench(mode: str, args, device, precision) -> tuple[float, float]:
     return statistics.median(rates["robustq"]), statistics.median(rates["plain"])
 
 
+def profile_step(args, device, precision) -> None:
+    """Share of self CPU time per operator in robustq's PGD-10 step (one step after warm-up)."""
+    from torch.profiler import profile
+    arch = Arch(20, 1, 0.1, 3, 10, args.size)
+    x = torch.rand(args.batch, 3, args.size, args.size, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+    step = ToolStep(arch, True, device, precision)
+    step(x, y)
+    with profile() as prof:
+        step(x, y)
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events)
+    print("robustq PGD-10 step, share of self CPU time by operator:")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]:
+        print(f"  {e.key:<36}{100 * e.self_cpu_time_total / total:5.1f} %")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="robustq training throughput vs a plain loop")
     ap.add_argument("--mode", choices=["natural", "pgd", "both"], default="both")
@@ -138,6 +155,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--profile", action="store_true",
+                    help="also print the operator profile of robustq's PGD-10 step")
     ap.add_argument("--malloc-default", action="store_true",
                     help="leave glibc's heap trimming on (see runtime.keep_heap_pages)")
     args = ap.parse_args()
@@ -153,6 +172,8 @@ def main() -> None:
         tool, plain = bench(mode, args, device, precision)
         label = "PGD-10 AT" if mode == "pgd" else "natural"
         print(f"{label:<10}{tool:>15.1f}{plain:>14.1f}{tool / plain:>7.2f}x", flush=True)
+    if args.profile:
+        profile_step(args, device, precision)
 
 
 if __name__ == "__main__":
