@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py                  # natural + PGD-10 AT, batch 128, 32x32
     python benchmarks/bench_train.py --steps 3 --rounds 2 --mode pgd
+    python benchmarks/bench_train.py --ceiling        # what bounds the PGD-10 ratio (CPU)
 
 Both sides train the SAME method in the same process, interleaved round by round: an
 En1ResNet20 (block noise c = 0.1) whose 3x3 convs are Binary-Relax 4-bit (lambda = 2, so the
@@ -17,18 +18,27 @@ batch 128 of random 32x32 RGB images. "pgd" is PGD-10 adversarial training (eps 
   backward pass; input gradients with ``torch.autograd.grad``.
 
 Timing is after warm-up; each side's figure is the median over rounds of images/second.
+``--ceiling`` times robustq's PGD-10 step operator by operator and asks how fast it could
+be if everything except the convolutions and the noise draws took no time at all: both are
+work the method cannot skip, so that rate over the plain loop's is an upper bound on the
+ratio any fp32 implementation of the same method reaches on this machine (unless it has a
+faster convolution or a faster Gaussian generator than PyTorch's). The convolutions' rate is
+printed beside a large fp32 matrix multiply, the machine's practical peak.
+
 Like the CLI, the benchmark keeps freed heap pages (``runtime.keep_heap_pages``); the setting
 is process-wide, so the plain side gets it too (``--malloc-default`` turns it off for both).
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from robustq.build import Arch, build_model, build_network
 from robustq.config import load_config
@@ -145,6 +155,77 @@ def profile_step(args, device, precision) -> None:
         print(f"  {e.key:<36}{100 * e.self_cpu_time_total / total:5.1f} %")
 
 
+class OpTimer(TorchDispatchMode):
+    """Wall time, call count and convolution FLOPs per aten operator. CPU operators run
+    synchronously, so timing each call around the dispatch is exact up to the mode's own
+    small overhead (which lands outside the timed region)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.time: dict[str, float] = collections.defaultdict(float)
+        self.flops: dict[str, float] = collections.defaultdict(float)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        t0 = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        name = str(func.overloadpacket).removeprefix("aten.")
+        self.time[name] += time.perf_counter() - t0
+        if name == "convolution":  # 2 * outputs * (C_in / groups) * k_h * k_w
+            self.flops[name] += 2.0 * out.numel() * args[1][0].numel()
+        elif name == "convolution_backward":  # the same per computed gradient (input, weight)
+            passes = int(args[10][0]) + int(args[10][1])
+            self.flops[name] += 2.0 * args[0].numel() * args[2][0].numel() * passes
+        return out
+
+
+RNG_OPS = ("normal_", "randn", "randn_like", "uniform_", "rand", "rand_like", "bernoulli_")
+
+
+def ceiling(args, device, precision) -> None:
+    """Upper bound on robustq's PGD-10 ratio: the convolutions and noise draws alone."""
+    if device.type != "cpu":
+        raise SystemExit("--ceiling times CPU operators one by one; run it with --device cpu")
+    tool_rate, plain_rate = bench("pgd", args, device, precision)
+    arch = Arch(20, 1, 0.1, 3, 10, args.size)
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 3, args.size, args.size, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+    tool = ToolStep(arch, True, device, precision)
+    timed(tool, x, y, args.warmup, device)
+    runs = []
+    for _ in range(args.rounds):
+        timer = OpTimer()
+        with timer:
+            t0 = time.perf_counter()
+            tool(x, y)
+            total = time.perf_counter() - t0
+        runs.append((total, timer))
+    total, timer = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+    conv = timer.time["convolution"] + timer.time["convolution_backward"]
+    conv_flops = timer.flops["convolution"] + timer.flops["convolution_backward"]
+    rng = sum(timer.time[k] for k in RNG_OPS)
+    a = torch.randn(2048, 2048, device=device)
+    mm = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ a
+        mm.append(time.perf_counter() - t0)
+    peak = 2 * 2048 ** 3 / statistics.median(mm) / 1e9
+    bound = args.batch / (conv + rng)
+    print(f"robustq PGD-10 step timed operator by operator (median of {args.rounds} steps; "
+          f"batch {args.batch}, {args.size}x{args.size}, precision {precision}):")
+    print(f"  convolutions (forward {timer.time['convolution']:.2f} s, backward "
+          f"{timer.time['convolution_backward']:.2f} s) {conv:6.2f} s  at "
+          f"{conv_flops / conv / 1e9:.0f} GFLOP/s; a 2048^3 fp32 matmul here runs at {peak:.0f}")
+    print(f"  noise and random-start draws {' ' * 27}{rng:6.2f} s")
+    print(f"  everything else {' ' * 40}{total - conv - rng:6.2f} s  (step {total:.2f} s "
+          f"under the timer)")
+    print(f"untimed, as without --ceiling: robustq {tool_rate:.1f} img/s, plain loop "
+          f"{plain_rate:.1f} img/s ({tool_rate / plain_rate:.2f}x)")
+    print(f"if everything but the convolutions and the draws took no time: {bound:.1f} img/s, "
+          f"{bound / plain_rate:.2f}x the plain loop")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="robustq training throughput vs a plain loop")
     ap.add_argument("--mode", choices=["natural", "pgd", "both"], default="both")
@@ -157,6 +238,8 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--profile", action="store_true",
                     help="also print the operator profile of robustq's PGD-10 step")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="instead: time the PGD-10 step op by op and print the bound on its ratio")
     ap.add_argument("--malloc-default", action="store_true",
                     help="leave glibc's heap trimming on (see runtime.keep_heap_pages)")
     args = ap.parse_args()
@@ -167,6 +250,9 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"robustq precision {precision} + channels_last; batch {args.batch}, {args.size}x{args.size}, "
           f"En1ResNet20 BR 4-bit with block noise; median of {args.rounds} rounds x {args.steps} steps")
+    if args.ceiling:
+        ceiling(args, device, precision)
+        return
     print(f"{'mode':<10}{'robustq img/s':>15}{'plain img/s':>14}{'ratio':>8}")
     for mode in (["natural", "pgd"] if args.mode == "both" else [args.mode]):
         tool, plain = bench(mode, args, device, precision)
