@@ -122,11 +122,15 @@ def timed(step, x, y, n: int, device) -> float:
     return n * x.shape[0] / (time.perf_counter() - t0)
 
 
-def bench(mode: str, args, device, precision) -> tuple[float, float]:
-    arch = Arch(20, 1, 0.1, 3, 10, args.size)
+def problem(args, device) -> tuple[Arch, torch.Tensor, torch.Tensor]:
+    """En1ResNet20 with noise on RGB inputs, and one fixed random batch."""
     torch.manual_seed(0)
     x = torch.rand(args.batch, 3, args.size, args.size, device=device)
-    y = torch.randint(0, 10, (args.batch,), device=device)
+    return Arch(20, 1, 0.1, 3, 10, args.size), x, torch.randint(0, 10, (args.batch,), device=device)
+
+
+def bench(mode: str, args, device, precision) -> tuple[float, float]:
+    arch, x, y = problem(args, device)
     sides = {"robustq": ToolStep(arch, mode == "pgd", device, precision),
              "plain": PlainStep(arch, mode == "pgd", device)}
     for step in sides.values():  # warm-up
@@ -138,25 +142,8 @@ def bench(mode: str, args, device, precision) -> tuple[float, float]:
     return statistics.median(rates["robustq"]), statistics.median(rates["plain"])
 
 
-def profile_step(args, device, precision) -> None:
-    """Share of self CPU time per operator in robustq's PGD-10 step (one step after warm-up)."""
-    from torch.profiler import profile
-    arch = Arch(20, 1, 0.1, 3, 10, args.size)
-    x = torch.rand(args.batch, 3, args.size, args.size, device=device)
-    y = torch.randint(0, 10, (args.batch,), device=device)
-    step = ToolStep(arch, True, device, precision)
-    step(x, y)
-    with profile() as prof:
-        step(x, y)
-    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
-    total = sum(e.self_cpu_time_total for e in events)
-    print("robustq PGD-10 step, share of self CPU time by operator:")
-    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]:
-        print(f"  {e.key:<36}{100 * e.self_cpu_time_total / total:5.1f} %")
-
-
 class OpTimer(TorchDispatchMode):
-    """Wall time, call count and convolution FLOPs per aten operator. CPU operators run
+    """Wall time and convolution FLOPs per aten operator. CPU operators run
     synchronously, so timing each call around the dispatch is exact up to the mode's own
     small overhead (which lands outside the timed region)."""
 
@@ -181,44 +168,48 @@ class OpTimer(TorchDispatchMode):
 RNG_OPS = ("normal_", "randn", "randn_like", "uniform_", "rand", "rand_like", "bernoulli_")
 
 
+def timed_ops(step, x, y, rounds: int) -> tuple[float, OpTimer]:
+    """The median (by wall time) of ``rounds`` steps run under an ``OpTimer``."""
+    runs = []
+    for _ in range(rounds):
+        timer = OpTimer()
+        with timer:
+            t0 = time.perf_counter()
+            step(x, y)
+            runs.append((time.perf_counter() - t0, timer))
+    return sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+
+
+def matmul_gflops(device) -> float:
+    """fp32 rate of a 2048^3 matrix multiply (median of 5): the machine's practical peak."""
+    a = torch.randn(2048, 2048, device=device)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - t0)
+    return 2 * 2048 ** 3 / statistics.median(times) / 1e9
+
+
 def ceiling(args, device, precision) -> None:
     """Upper bound on robustq's PGD-10 ratio: the convolutions and noise draws alone."""
     if device.type != "cpu":
         raise SystemExit("--ceiling times CPU operators one by one; run it with --device cpu")
     tool_rate, plain_rate = bench("pgd", args, device, precision)
-    arch = Arch(20, 1, 0.1, 3, 10, args.size)
-    torch.manual_seed(0)
-    x = torch.rand(args.batch, 3, args.size, args.size, device=device)
-    y = torch.randint(0, 10, (args.batch,), device=device)
+    arch, x, y = problem(args, device)
     tool = ToolStep(arch, True, device, precision)
     timed(tool, x, y, args.warmup, device)
-    runs = []
-    for _ in range(args.rounds):
-        timer = OpTimer()
-        with timer:
-            t0 = time.perf_counter()
-            tool(x, y)
-            total = time.perf_counter() - t0
-        runs.append((total, timer))
-    total, timer = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
-    conv = timer.time["convolution"] + timer.time["convolution_backward"]
-    conv_flops = timer.flops["convolution"] + timer.flops["convolution_backward"]
+    total, timer = timed_ops(tool, x, y, args.rounds)
+    fwd, bwd = timer.time["convolution"], timer.time["convolution_backward"]
+    conv_rate = (timer.flops["convolution"] + timer.flops["convolution_backward"]) / (fwd + bwd) / 1e9
     rng = sum(timer.time[k] for k in RNG_OPS)
-    a = torch.randn(2048, 2048, device=device)
-    mm = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        a @ a
-        mm.append(time.perf_counter() - t0)
-    peak = 2 * 2048 ** 3 / statistics.median(mm) / 1e9
-    bound = args.batch / (conv + rng)
+    bound = args.batch / (fwd + bwd + rng)
     print(f"robustq PGD-10 step timed operator by operator (median of {args.rounds} steps; "
           f"batch {args.batch}, {args.size}x{args.size}, precision {precision}):")
-    print(f"  convolutions (forward {timer.time['convolution']:.2f} s, backward "
-          f"{timer.time['convolution_backward']:.2f} s) {conv:6.2f} s  at "
-          f"{conv_flops / conv / 1e9:.0f} GFLOP/s; a 2048^3 fp32 matmul here runs at {peak:.0f}")
+    print(f"  convolutions (forward {fwd:.2f} s, backward {bwd:.2f} s) {fwd + bwd:6.2f} s  at "
+          f"{conv_rate:.0f} GFLOP/s; a 2048^3 fp32 matmul here runs at {matmul_gflops(device):.0f}")
     print(f"  noise and random-start draws {' ' * 27}{rng:6.2f} s")
-    print(f"  everything else {' ' * 40}{total - conv - rng:6.2f} s  (step {total:.2f} s "
+    print(f"  everything else {' ' * 40}{total - fwd - bwd - rng:6.2f} s  (step {total:.2f} s "
           f"under the timer)")
     print(f"untimed, as without --ceiling: robustq {tool_rate:.1f} img/s, plain loop "
           f"{plain_rate:.1f} img/s ({tool_rate / plain_rate:.2f}x)")
@@ -236,8 +227,6 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    ap.add_argument("--profile", action="store_true",
-                    help="also print the operator profile of robustq's PGD-10 step")
     ap.add_argument("--ceiling", action="store_true",
                     help="instead: time the PGD-10 step op by op and print the bound on its ratio")
     ap.add_argument("--malloc-default", action="store_true",
@@ -258,8 +247,6 @@ def main() -> None:
         tool, plain = bench(mode, args, device, precision)
         label = "PGD-10 AT" if mode == "pgd" else "natural"
         print(f"{label:<10}{tool:>15.1f}{plain:>14.1f}{tool / plain:>7.2f}x", flush=True)
-    if args.profile:
-        profile_step(args, device, precision)
 
 
 if __name__ == "__main__":
