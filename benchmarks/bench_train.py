@@ -201,7 +201,8 @@ def ceiling(args, device, precision) -> None:
     timed(tool, x, y, args.warmup, device)
     total, timer = timed_ops(tool, x, y, args.rounds)
     fwd, bwd = timer.time["convolution"], timer.time["convolution_backward"]
-    conv_rate = (timer.flops["convolution"] + timer.flops["convolution_backward"]) / (fwd + bwd) / 1e9
+    conv_flops = timer.flops["convolution"] + timer.flops["convolution_backward"]
+    conv_rate = conv_flops / (fwd + bwd) / 1e9
     rng = sum(timer.time[k] for k in RNG_OPS)
     bound = args.batch / (fwd + bwd + rng)
     print(f"robustq PGD-10 step timed operator by operator (median of {args.rounds} steps; "
