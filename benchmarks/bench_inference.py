@@ -39,7 +39,7 @@ import torch
 
 from robustq.build import Arch, build_model
 from robustq.models import set_noise
-from robustq.prune import count_flops, count_params, prune
+from robustq.efficiency.prune import count_flops, count_params, prune
 from robustq.quant import bake
 from robustq.runtime import keep_heap_pages
 
@@ -90,7 +90,7 @@ def runners(models: dict, shape: list[int], threads: int, tmp: Path) -> dict:
         out[name] = lambda x, m=m: m(x)
     try:
         import onnxruntime as ort
-        from robustq.export import export_onnx
+        from robustq.efficiency.export import export_onnx
     except ImportError:
         print("onnxruntime is not installed (pip install 'robustq[onnx]'): no ONNX columns")
         return out
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     heap = "glibc default" if a.malloc_default else (
         "heap pages kept (mallopt)" if keep_heap_pages() else "glibc default (mallopt unavailable)")
     if a.model:
-        from robustq.efficiency import resolve
+        from robustq.efficiency.pipeline import resolve
         from robustq.evaluate import load_any_model
         dense, meta = load_any_model(resolve(a.model)[0])
         zero = a.zero_slices or 0.0

@@ -19,5 +19,5 @@ __version__ = "0.1.0"
 def load(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
     """The model in a ``robustq export`` file (``.safetensors``), in eval mode with the block
     noise on; rebuilt from the file alone, without the training code (``export.load``)."""
-    from .export import load as _load
+    from .efficiency.export import load as _load
     return _load(path, device)

@@ -176,9 +176,9 @@ def _cmd_eval(args) -> None:
 
 
 def _cmd_sparsity(args) -> None:
-    from .efficiency import analyse
-    from .prune import format_prune_report
-    from .sparsity import format_sparsity
+    from .efficiency.pipeline import analyse
+    from .efficiency.prune import format_prune_report
+    from .efficiency.sparsity import format_sparsity
 
     r = analyse(args.target, figures=not args.no_figures)
     print(format_sparsity(r))
@@ -191,8 +191,8 @@ def _cmd_sparsity(args) -> None:
 
 
 def _cmd_prune(args) -> None:
-    from .efficiency import format_sizes, prune_to_file
-    from .prune import format_prune_report
+    from .efficiency.pipeline import format_sizes, prune_to_file
+    from .efficiency.prune import format_prune_report
 
     r = prune_to_file(args.target, args.out, align=args.align)
     print(format_prune_report(r) if r["params_paper_pruned"] is not None else "already pruned")
@@ -200,8 +200,8 @@ def _cmd_prune(args) -> None:
 
 
 def _cmd_export(args) -> None:
-    from .efficiency import export_to_file, format_sizes
-    from .prune import format_prune_report
+    from .efficiency.pipeline import export_to_file, format_sizes
+    from .efficiency.prune import format_prune_report
 
     r = export_to_file(args.target, args.out, onnx=args.onnx, align=args.align)
     print(format_prune_report(r) if r["params_paper_pruned"] is not None else "already pruned")

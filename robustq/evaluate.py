@@ -26,8 +26,8 @@ from .data.loader import to_pixels
 from .errors import CheckpointError
 from .models import has_noise, noise_state
 from .runtime import autocast, resolve_precision
-from .prune import efficiency_record
-from .sparsity import sparsity_report
+from .efficiency.prune import efficiency_record
+from .efficiency.sparsity import sparsity_report
 
 
 @torch.no_grad()
@@ -68,7 +68,7 @@ def load_any_model(path: str | Path, device: torch.device | str = "cpu") -> tupl
     ``meta`` holds at least ``arch`` (Arch fields), ``quant``, ``method``, ``bit_map`` and
     ``dataset``. ``.safetensors`` files are pruned, packed exports (``export.py``)."""
     if Path(path).suffix == ".safetensors":
-        from .export import load_packed
+        from .efficiency.export import load_packed
         return load_packed(path, device)
     return load_model_file(path, device)
 

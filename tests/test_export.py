@@ -13,10 +13,10 @@ from safetensors.torch import load_file, save_file
 import robustq
 from robustq.errors import CheckpointError
 from robustq.evaluate import load_any_model
-from robustq.export import load_packed, write_packed
+from robustq.efficiency.export import load_packed, write_packed
 from robustq.models import set_noise
-from robustq.packing import code_bits, pack_codes, packed_nbytes, recover_codes, unpack_codes
-from robustq.prune import prune
+from robustq.efficiency.packing import code_bits, pack_codes, packed_nbytes, recover_codes, unpack_codes
+from robustq.efficiency.prune import prune
 from robustq.quant import PROJECTIONS
 
 from .efficiency_helpers import one_thread, sparse_model  # noqa: F401 (fixture)
@@ -172,7 +172,7 @@ def test_malformed_truncated_and_foreign_files(good_file, tmp_path):
 def test_onnx_export_matches_onnxruntime(tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from robustq.export import export_onnx
+    from robustq.efficiency.export import export_onnx
     dense, meta = sparse_model(14, 2, "ternary", p=0.4, seed=9)
     pruned, _ = prune(dense, meta["arch"])
     diff = export_onnx(pruned, [3, 12, 12], tmp_path / "m.onnx")

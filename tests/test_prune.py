@@ -9,9 +9,9 @@ from torch import nn
 
 from robustq.build import Arch, build_network
 from robustq.models import set_noise
-from robustq.prune import count_flops, count_params, prune, prune_report
-from robustq.pruned import PrunedConv
-from robustq.sparsity import layer_role, sparsity_report
+from robustq.efficiency.prune import count_flops, count_params, prune, prune_report
+from robustq.efficiency.pruned import PrunedConv
+from robustq.efficiency.sparsity import layer_role, sparsity_report
 
 from .efficiency_helpers import one_thread, randomize_bn, sparse_model  # noqa: F401 (fixture)
 

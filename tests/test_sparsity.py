@@ -5,7 +5,7 @@ import torch
 
 from robustq.build import Arch, build_model
 from robustq.quant import quant_layers
-from robustq.sparsity import conv_sparsity, sparsity_report
+from robustq.efficiency.sparsity import conv_sparsity, sparsity_report
 
 
 def test_counts_on_a_constructed_weight():

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .errors import RobustqError
+from ..errors import RobustqError
 
 ROLE_COLORS = {"stem": "#7f7f7f", "block_in": "#1f77b4", "block_mid": "#d62728",
                "shortcut": "#2ca02c", "classifier": "#9467bd"}

@@ -28,8 +28,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from . import __version__
-from .errors import CheckpointError, RobustqError
+from .. import __version__
+from ..errors import CheckpointError, RobustqError
 from .packing import code_bits, pack_codes, recover_codes, unpack_codes
 from .pruned import build_pruned
 
@@ -42,7 +42,7 @@ ARCH_LIMITS = {"depth": (8, 2000), "ensemble": (1, 64), "noise": (0, 100), "in_c
 
 
 def _projection(scheme: str) -> tuple[int, int]:
-    from .quant import get_projection  # export side only: load never needs quant
+    from ..quant import get_projection  # export side only: load never needs quant
     p = get_projection(scheme)
     return p.bits, p.levels
 
@@ -75,7 +75,7 @@ def pack_state(state: dict[str, torch.Tensor], bit_map: dict[str, str]) -> tuple
 def write_packed(path: str | Path, pruned: nn.Module, spec: dict, meta: dict, pack: bool = True) -> dict:
     """Write ``pruned`` (built from ``spec``) to ``path``; returns the metadata written."""
     from safetensors.torch import save
-    from .checkpoint import atomic_write
+    from ..checkpoint import atomic_write
 
     arch = {k: meta["arch"][k] for k in ARCH_FIELDS}
     bit_map = meta.get("bit_map", {}) if pack else {}
@@ -218,7 +218,7 @@ def export_onnx(pruned: nn.Module, input_shape: list[int], path: str | Path,
     import io
     import warnings
 
-    from .models import set_noise
+    from ..models import set_noise
     try:
         import onnx  # noqa: F401  (the exporter needs it)
         if check:
@@ -234,7 +234,7 @@ def export_onnx(pruned: nn.Module, input_shape: list[int], path: str | Path,
         torch.onnx.export(model, (torch.zeros(1, *input_shape),), buf, dynamo=False,
                           input_names=["images"], output_names=["logits"], opset_version=opset,
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
-    from .checkpoint import atomic_write
+    from ..checkpoint import atomic_write
     atomic_write(path, buf.getvalue())
     return onnx_max_diff(model, path, input_shape) if check else None
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models.enresnet import BlockNoise, Ensemble
+from ..models.enresnet import BlockNoise, Ensemble
 
 Index = Optional[list]
 

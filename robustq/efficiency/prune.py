@@ -33,8 +33,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .models.enresnet import BlockNoise, Ensemble
-from .models.resnet import PreActBlock, PreActResNet
+from ..models.enresnet import BlockNoise, Ensemble
+from ..models.resnet import PreActBlock, PreActResNet
 from .pruned import build_pruned
 
 Index = Optional[list]
@@ -157,7 +157,7 @@ def _fill_member(dst: nn.Module, m: PreActResNet, plan: dict) -> None:
 
 def _dense_members(model: nn.Module) -> list[PreActResNet]:
     if hasattr(model, "quantized_weight") or any(hasattr(x, "quantized_weight") for x in model.modules()):
-        from .quant import bake
+        from ..quant import bake
         model = bake(copy.deepcopy(model))
     members = list(model.members) if isinstance(model, Ensemble) else [model]
     if not all(isinstance(m, PreActResNet) for m in members):

@@ -13,9 +13,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .errors import CheckpointError, RobustqError
-from .evaluate import quantized_layers
-from .models import noise_state
+from ..errors import CheckpointError, RobustqError
+from ..evaluate import quantized_layers
+from ..models import noise_state
 
 
 def resolve(target: str | Path) -> tuple[Path, Path]:
@@ -31,7 +31,7 @@ def resolve(target: str | Path) -> tuple[Path, Path]:
 
 
 def _load(path: Path) -> tuple[nn.Module, dict]:
-    from .evaluate import load_any_model
+    from ..evaluate import load_any_model
     model, meta = load_any_model(path, "cpu")
     return model.eval(), meta
 
@@ -74,7 +74,7 @@ def analyse(target: str | Path, figures: bool = True) -> dict:
             report["figures"] = _figures(model, report, stem)
         except RobustqError as e:  # the report stands without its pictures
             report["figure_note"] = str(e)
-    from .checkpoint import atomic_write
+    from ..checkpoint import atomic_write
     atomic_write(f"{stem}.sparsity.json", (json.dumps(report, indent=1) + "\n").encode())
     report["json"] = f"{stem}.sparsity.json"
     return report
