@@ -101,6 +101,9 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
     surrogate_model = load_any_model(surrogate, device)[0] if surrogate else None
     curve_eps = _curve_eps(curve)
     results = evaluate(model, meta, cfg, test, device, surrogate=surrogate_model, curve_eps=curve_eps)
+    if target.is_dir() and (target / "metrics.csv").is_file():
+        from .engine import training_summary
+        results["training"] = training_summary(target)  # states catastrophic overfitting
     _keep_other_suite(out, results.get("suite", "paper"))
     write_results(results, out)
     print(format_table(results))

@@ -62,10 +62,15 @@ class LossConfig:
 
 @dataclass
 class AdvConfig:
-    """The attack that makes x_adv during training (PGD, or TRADES' KL attack)."""
+    """The attack that makes x_adv during training (``at`` / ``tradeoff``; ``trades`` always
+    uses TRADES' KL attack). ``docs/method.md`` "Fast training" says when to use which."""
+    attack: str = "pgd"                  # pgd | fgsm_rs | n_fgsm | free
     eps: Eps = 0.031
-    step: Eps = 0.007
-    steps: int = 10
+    step: Eps = 0.007                    # PGD / TRADES step (also the validation PGD's)
+    steps: int = 10                      # PGD / TRADES steps
+    fast_step: Optional[Eps] = None      # fgsm_rs / n_fgsm / free step; null: the paper's
+    noise_k: float = 2.0                 # n_fgsm: noise drawn from U[-k eps, k eps]
+    replay: int = 8                      # free: minibatch replays m
     bn_mode: str = "train"               # train: as the reference; eval: BN frozen while attacking
 
 
@@ -76,11 +81,16 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    schedule: str = "multistep"          # multistep (the paper's) | onecycle (triangular)
     milestones: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8])  # x epochs
     lr_gamma: float = 0.1
+    peak: float = 0.4                    # onecycle: lr peaks at this fraction of the run
     precision: str = "auto"              # auto (bf16 where the hardware has it) | fp32 | bf16
     channels_last: bool = True
     val_attack_steps: int = 10           # PGD steps for the validation robust accuracy
+    co_guard: str = "warn"               # catastrophic overfitting: warn | stop | off
+    co_drop: float = 0.2                 # guard: val PGD accuracy this far below its best
+    co_gap: float = 0.3                  # guard: val FGSM accuracy this far above val PGD
     max_batches: Optional[int] = None    # cap batches per epoch (smoke tests)
 
 
@@ -312,6 +322,9 @@ def validate(cfg: RunConfig) -> None:
     _eps(a.step, "adv.step", positive=True)
     _check(a.steps >= 1, f"adv.steps must be >= 1, got {a.steps}")
     _check(a.bn_mode in ("train", "eval"), f"adv.bn_mode must be train or eval, got {a.bn_mode!r}")
+    from .attacks.training import check_training_attack
+    problem = check_training_attack(cfg)
+    _check(problem is None, problem or "")
     _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
@@ -320,6 +333,18 @@ def validate(cfg: RunConfig) -> None:
     _check(all(0 < x < 1 for x in t.milestones) and t.milestones == sorted(t.milestones),
            f"train.milestones are increasing fractions of the epochs in (0, 1), got {t.milestones}")
     _check(0 < t.lr_gamma <= 1, f"train.lr_gamma must be in (0, 1], got {t.lr_gamma}")
+    _check(t.schedule in ("multistep", "onecycle"),
+           f"train.schedule must be multistep or onecycle, got {t.schedule!r}")
+    _check(0 < t.peak < 1, f"train.peak must be a fraction of the run in (0, 1), got {t.peak}")
+    late = [f for f in t.milestones if round(f * t.epochs) >= t.epochs]
+    _check(t.schedule != "multistep" or t.epochs < 3 or not late,
+           f"train.milestones {late} fall on or after the last of train.epochs={t.epochs} "
+           f"epochs, so those LR drops never happen; use smaller fractions or more epochs")
+    _check(t.co_guard in ("warn", "stop", "off"),
+           f"train.co_guard must be warn, stop or off, got {t.co_guard!r}")
+    _check(0 < t.co_drop <= 1 and 0 < t.co_gap <= 1,
+           f"train.co_drop and train.co_gap are accuracy differences in (0, 1], got "
+           f"{t.co_drop} and {t.co_gap}")
     _check(t.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {t.precision!r}")
     _check(t.val_attack_steps >= 1, f"train.val_attack_steps must be >= 1, got {t.val_attack_steps}")
     _check(t.max_batches is None or t.max_batches >= 1, f"train.max_batches must be >= 1, got {t.max_batches}")

@@ -224,4 +224,9 @@ def format_table(r: dict) -> str:
         lines.append(f"  [{mark}] {name}: {f['explanation']}")
     lines.append(f"  weight sparsity {100 * r['weight_sparsity']:.2f} %   channel sparsity "
                  f"{100 * r['channel_sparsity']:.2f} %   params {r['params']:,}")
+    tr = r.get("training") or {}
+    if tr.get("catastrophic_overfitting"):
+        lines.append(f"  [FLAG] catastrophic overfitting in training at epoch(s) "
+                     f"{', '.join(map(str, tr['co_epochs']))}; this is the model of epoch "
+                     f"{tr.get('selected_epoch')}, from before it")
     return "\n".join(lines)

@@ -58,7 +58,8 @@ def test_attack_contract(name, start_in_train_mode):
 
     assert x_adv.shape == x.shape and not x_adv.requires_grad
     assert x_adv.min() >= 0 and x_adv.max() <= 1
-    assert (x_adv - x).abs().max() <= 0.05 + 1e-6
+    assert (x_adv - x).abs().max() <= attack.radius + 1e-6
+    assert attack.radius == 0.05 or name == "n_fgsm"
     assert model.training == start_in_train_mode
     for n, p in model.named_parameters():
         assert (p.grad is None) if n not in marker else torch.equal(p.grad, marker[n]), n

@@ -1,7 +1,9 @@
 """The attack contract every attack in robustq honours (after torchattacks' ``Attack``).
 
 * inputs are pixels in [0, 1] (checked); labels are class indices;
-* the output is detached, lies in the L-inf ``eps``-ball around the input and in [0, 1];
+* the output is detached, lies in the L-inf ball of radius ``radius`` around the input
+  (``eps`` for every attack but N-FGSM, whose paper deliberately leaves the eps-ball) and in
+  [0, 1];
 * the model's train/eval mode is saved and restored; the attack runs in ``model_mode``
   (``"eval"`` by default; ``"train"`` reproduces the reference's training-time PGD, which
   runs with BatchNorm in train mode; ``"keep"`` leaves the mode as it is);
@@ -64,7 +66,13 @@ class Attack:
             x_adv = self.perturb(model, x.detach(), y.detach())
         finally:
             model.train(was_training)
-        return self.project(x_adv, x).detach()
+        r = self.radius
+        return torch.min(torch.max(x_adv, x - r), x + r).clamp_(0.0, 1.0).detach()
+
+    @property
+    def radius(self) -> float:
+        """The L-inf bound of ``attack(x) - x``: ``eps`` unless an attack says otherwise."""
+        return self.eps
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
