@@ -40,3 +40,21 @@ def test_bench_train_ceiling_runs_on_a_tiny_problem():
         capture_output=True, text=True, timeout=300, check=True).stdout
     assert "convolutions" in out and "noise and random-start draws" in out
     assert "the plain loop" in out.splitlines()[-1]
+
+
+FAST_AT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fast_at.py"
+
+
+def test_bench_fast_at_smoke_runs_resumes_and_prints_its_table(tmp_path):
+    """A tiny setting, as a smoke test only (no timing asserts): every method trains, the
+    second invocation finds every training finished and only re-prints the table."""
+    cmd = [sys.executable, str(FAST_AT), "--out", str(tmp_path), "--dataset", "fashion-mnist-10k",
+           "--train-size", "96", "--val-size", "32", "--val-steps", "1", "--depth", "8",
+           "--batch", "32", "--budget-min", "0.02", "--calib-steps", "1", "--n-eval", "16",
+           "--eot", "1", "--draws", "2", "--strong-n", "0"]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True, env=env).stdout
+    for method in ("pgd", "fgsm_rs", "n_fgsm", "free"):
+        assert any(line.startswith(method) for line in first.splitlines()), first
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True, env=env).stdout
+    assert "training " not in second and second.splitlines()[-6:] == first.splitlines()[-6:]
