@@ -29,7 +29,7 @@ Eps = Union[float, str]  # 0.031 or "8/255"
 
 @dataclass
 class DataConfig:
-    name: str = "fashion-mnist-10k"     # a registered dataset (robustq data list)
+    name: str = "fashion-mnist-10k"     # robustq data list, or folder:PATH / npz:PATH (yours)
     root: Optional[str] = None           # folder with the official files; None: the usual places
     val_size: float = 0.1                # held-out validation: a fraction (< 1) or a count
     train_size: Optional[int] = None     # train on a stratified subset of this many images
@@ -288,8 +288,9 @@ def validate(cfg: RunConfig) -> None:
     d, m, q, lo, a, t, e = cfg.data, cfg.model, cfg.quant, cfg.loss, cfg.adv, cfg.train, cfg.eval
     _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device) is not None,
            f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
-    _check(d.name in DATASETS, f"data.name {d.name!r} is not a known dataset; choose one of "
-                               f"{', '.join(DATASETS.names())}")
+    _check(d.name in DATASETS or d.name.partition(":")[0] in ("folder", "npz"),
+           f"data.name {d.name!r} is not a known dataset; choose one of "
+           f"{', '.join(DATASETS.names())}, or folder:PATH / npz:PATH for your own")
     _check(d.val_size >= 0 and (d.val_size < 1 or float(d.val_size).is_integer()),
            f"data.val_size must be a fraction in [0, 1) or a whole count, got {d.val_size}")
     _check(d.train_size is None or d.train_size >= 1,
