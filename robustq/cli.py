@@ -88,6 +88,7 @@ def _train_and_eval(config: Optional[Path], overrides: list[str], out: Optional[
     device = resolve_device(device_name or cfg.device)
     if evaluate_after:
         _require_extras(cfg)
+    _use_threads(threads)  # before any parallel work of ours, so its load is the others'
     s = setup(cfg)  # reads and verifies the data before anything is written
     if resume is None:
         fresh = out is None or not Path(out).exists()
@@ -95,7 +96,6 @@ def _train_and_eval(config: Optional[Path], overrides: list[str], out: Optional[
         atomic_write(run_dir / "config.yaml", cfg.to_yaml().encode())
         state.created = fresh
     state.run_dir = run_dir
-    _use_threads(threads)
     print(f"run directory: {run_dir}")
     train(cfg, run_dir, device, resume=resume is not None, progress=not quiet, prepared=s)
     state.trained = True
@@ -125,6 +125,8 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
         model_path, cfg = target, None
         out = Path(results_path) if results_path else target.with_name(target.stem + ".results.json")
     device = resolve_device(device_name or (cfg.device if cfg else "auto"))
+    if pick_threads:
+        _use_threads(threads, say)
     model, meta = load_any_model(model_path, device)
     if cfg is None:
         cfg = load_config(None, [f"data.name={meta.get('dataset', 'fashion-mnist-10k')}",
@@ -132,8 +134,6 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
                                  f"quant.method={meta.get('method', 'none')}", *overrides])
     _require_extras(cfg, curve is not None)
     _, test, _ = load_dataset(cfg.data.name, cfg.data.root)
-    if pick_threads:
-        _use_threads(threads, say)
     what = f"attacks {', '.join(cfg.eval.attacks)}" if cfg.eval.suite == "paper" else f"suite {cfg.eval.suite}"
     say(f"evaluating {model_path} on {cfg.data.name} ({min(len(test), cfg.eval.n_eval or len(test))} "
         f"test images; {what})", flush=True)
