@@ -6,7 +6,7 @@
 Model: En1ResNet20 (block noise c = 0.1, 272,282 parameters; random init: the cost of an
 attack step does not depend on the weights), in eval mode, channels_last, fp32, as
 ``robustq eval --suite strong`` runs it. Images: the first ``--measure`` CIFAR-10 test images
-(``load_dataset("cifar10")`` from ../shared/data/cifar10), or random images of the same shape
+(``load_dataset("cifar10")`` from ``--root``, by default ``$ROBUSTQ_DATA/cifar10``), or random images of the same shape
 when the files are absent (the script says which).
 
 1. Unit costs, after warm-up, median of ``--reps``: images/s of one EOT sample of an attack
@@ -42,7 +42,8 @@ from robustq.models import enresnet, noise_state
 from robustq.robustness import SuiteOptions, evaluate_suite
 from robustq.robustness.sampling import inputs_only
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+DEFAULT_ROOT = Path(os.environ.get("ROBUSTQ_DATA") or
+                    Path(__file__).resolve().parents[2] / "shared" / "data") / "cifar10"
 
 
 def images(root: Path, n: int) -> tuple[torch.Tensor, str]:

@@ -1,6 +1,6 @@
 """Data speed: loading full CIFAR-10 from its official files, and the batch pipeline.
 
-    python benchmarks/bench_data.py [--root ../shared/data/cifar10] [--threads N]
+    python benchmarks/bench_data.py [--root DIR/cifar10] [--threads N]   (default: $ROBUSTQ_DATA/cifar10)
 
 1. Load: ``load_dataset("cifar10", root)``, i.e. read the six python pickles through the
    restricted unpickler, check them, and build the uint8 tensors (50,000 + 10,000 images)
@@ -30,7 +30,8 @@ import torch
 from robustq.data import Batches, ImageData, load_dataset
 from robustq.errors import DataError
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+DEFAULT_ROOT = Path(os.environ.get("ROBUSTQ_DATA") or
+                    Path(__file__).resolve().parents[2] / "shared" / "data") / "cifar10"
 
 
 def time_load(root: Path, reps: int) -> tuple[list[float], ImageData]:

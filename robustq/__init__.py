@@ -17,7 +17,13 @@ __version__ = "0.1.0"
 
 
 def load(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
-    """The model in a ``robustq export`` file (``.safetensors``), in eval mode with the block
-    noise on; rebuilt from the file alone, without the training code (``export.load``)."""
-    from .efficiency.export import load as _load
-    return _load(path, device)
+    """The model in any file robustq writes, in eval mode with the block noise on, rebuilt
+    from the file alone: ``model.pt`` (``robustq train``: the selected model, weights exactly
+    Q(w)) or ``.safetensors`` (``robustq prune``: pruned float32; ``robustq export``: pruned,
+    packed low-bit). The kind is told by the file's suffix, as ``robustq eval`` does."""
+    from pathlib import Path
+    if Path(path).suffix == ".safetensors":  # without importing the training code
+        from .efficiency.export import load as _load
+        return _load(path, device)
+    from .evaluate import load_model_file
+    return load_model_file(path, device)[0]

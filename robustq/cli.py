@@ -1,25 +1,46 @@
 """The ``robustq`` command. Argument parsing lives here only; the verbs call library functions.
 
     robustq run                      the main job: train + evaluate the quickstart config
-    robustq train CONFIG [--set k=v ...] [--out DIR] [--resume]
+    robustq train CONFIG|NAME [--set k=v ...] [--out DIR] [--resume RUN_DIR] [--threads N]
     robustq eval RUN_DIR|MODEL_FILE [--suite paper|quick|strong|autoattack] [--curve] [--set eval.k=v ...]
-    robustq sparsity|prune|export RUN_DIR|MODEL_FILE   (efficiency.py)
+    robustq sparsity|prune|export RUN_DIR|MODEL_FILE   (robustq/efficiency/)
+    robustq config list|show NAME|keys                 bundled configs, every config key
+    robustq data list|fetch NAME
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Optional
 
 from . import __version__
 from .errors import ConfigError, RobustqError
+from .interrupted import State
 
 
 def _quickstart_path() -> Path:
-    return Path(str(resources.files("robustq") / "configs" / "quickstart.yaml"))
+    from .config_catalog import bundled_configs
+    return bundled_configs()["quickstart"]
+
+
+def _use_threads(requested: Optional[int], say=print) -> None:
+    """Size the thread pool from the CPUs this process may use and say so in the header."""
+    from .threads import apply_threads, choose_threads
+    choice = choose_threads(requested)
+    apply_threads(choice)
+    say(choice.header(), flush=True)
+
+
+def _require_extras(cfg, curve: bool = False) -> None:
+    """Fail before any work when the evaluation will need an extra that is not installed."""
+    from .extras import require
+    if cfg.eval.suite == "autoattack":
+        require("autoattack", "eval --suite autoattack")
+    if curve:
+        require("plot", "the --curve PNG")
 
 
 def _prepare_run_dir(out: Optional[str], name: str) -> Path:
@@ -44,7 +65,8 @@ def _prepare_run_dir(out: Optional[str], name: str) -> Path:
 
 def _train_and_eval(config: Optional[Path], overrides: list[str], out: Optional[str],
                     resume: Optional[str], device_name: Optional[str], evaluate_after: bool,
-                    quiet: bool) -> None:
+                    quiet: bool, threads: Optional[int] = None,
+                    state: Optional[State] = None) -> None:
     from .config import load_config
     from .engine import setup, train
     from .runtime import resolve_device
@@ -61,21 +83,35 @@ def _train_and_eval(config: Optional[Path], overrides: list[str], out: Optional[
         cfg = load_config(run_dir / "config.yaml")
     else:
         cfg = load_config(config, overrides)
+    state = state or State("train", [])
+    state.epochs = cfg.train.epochs
     device = resolve_device(device_name or cfg.device)
+    if evaluate_after:
+        _require_extras(cfg)
+    _use_threads(threads)  # before any parallel work of ours, so its load is the others'
     s = setup(cfg)  # reads and verifies the data before anything is written
     if resume is None:
+        fresh = out is None or not Path(out).exists()
         run_dir = _prepare_run_dir(out, cfg.name)
         atomic_write(run_dir / "config.yaml", cfg.to_yaml().encode())
+        state.created = fresh
+    state.run_dir = run_dir
     print(f"run directory: {run_dir}")
     train(cfg, run_dir, device, resume=resume is not None, progress=not quiet, prepared=s)
+    state.trained = True
     if evaluate_after:
-        _evaluate_run(run_dir, [], device_name)
+        _evaluate_run(run_dir, [], device_name, quiet=quiet, threads=None, pick_threads=False)
     print(f"run directory: {run_dir}")
 
 
 def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str],
                   results_path: Optional[str] = None, surrogate: Optional[str] = None,
-                  curve: Optional[str] = None) -> dict:
+                  curve: Optional[str] = None, quiet: bool = False,
+                  threads: Optional[int] = None, pick_threads: bool = True) -> dict:
+    """Evaluate; ``quiet`` drops the progress lines (the table and paths stay); ``pick_threads``
+    False keeps the thread count already chosen (evaluation right after training)."""
+    say = (lambda *a, **k: None) if quiet else print
+    curve_eps = _curve_eps(curve)  # a bad value fails before anything is loaded
     from .config import load_config
     from .data import load_dataset
     from .evaluate import evaluate, format_table, load_any_model, write_results
@@ -89,22 +125,24 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
         model_path, cfg = target, None
         out = Path(results_path) if results_path else target.with_name(target.stem + ".results.json")
     device = resolve_device(device_name or (cfg.device if cfg else "auto"))
+    if pick_threads:
+        _use_threads(threads, say)
     model, meta = load_any_model(model_path, device)
     if cfg is None:
         cfg = load_config(None, [f"data.name={meta.get('dataset', 'fashion-mnist-10k')}",
                                  f"quant.scheme={meta.get('quant', 'float')}",
                                  f"quant.method={meta.get('method', 'none')}", *overrides])
+    _require_extras(cfg, curve is not None)
     _, test, _ = load_dataset(cfg.data.name, cfg.data.root)
     what = f"attacks {', '.join(cfg.eval.attacks)}" if cfg.eval.suite == "paper" else f"suite {cfg.eval.suite}"
-    print(f"evaluating {model_path} on {cfg.data.name} ({min(len(test), cfg.eval.n_eval or len(test))} "
-          f"test images; {what})", flush=True)
+    say(f"evaluating {model_path} on {cfg.data.name} ({min(len(test), cfg.eval.n_eval or len(test))} "
+        f"test images; {what})", flush=True)
     surrogate_model = load_any_model(surrogate, device)[0] if surrogate else None
-    curve_eps = _curve_eps(curve)
     results = evaluate(model, meta, cfg, test, device, surrogate=surrogate_model, curve_eps=curve_eps)
     if target.is_dir() and (target / "metrics.csv").is_file():
         from .engine import training_summary
         results["training"] = training_summary(target)  # states catastrophic overfitting
-    _keep_other_suite(out, results.get("suite", "paper"))
+    _keep_other_suite(out, results.get("suite", "paper"), say)
     write_results(results, out)
     print(format_table(results))
     if curve_eps:
@@ -117,7 +155,7 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
 
 
 def _curve_eps(curve: Optional[str]) -> Optional[list[str]]:
-    """``--curve`` alone: the default eps grid; ``--curve 0,2/255,8/255``: those values."""
+    """``--curve``: the default eps grid; ``--curve-eps 0,2/255,8/255``: those values."""
     if curve is None:
         return None
     from .attacks import parse_eps
@@ -129,12 +167,12 @@ def _curve_eps(curve: Optional[str]) -> Optional[list[str]]:
     except (ValueError, ZeroDivisionError):
         bad = values
     if bad or not values:
-        raise ConfigError(f"--curve takes comma-separated eps values in [0, 1] such as "
+        raise ConfigError(f"--curve-eps takes comma-separated eps values in [0, 1] such as "
                           f"0,2/255,8/255, got {curve!r}")
     return values
 
 
-def _keep_other_suite(out: Path, suite: str) -> None:
+def _keep_other_suite(out: Path, suite: str, say=print) -> None:
     """Before ``out`` is overwritten by another suite's record, keep the old one beside it as
     ``<stem>-<its suite>.json`` so that no evaluation is lost."""
     import json
@@ -147,21 +185,44 @@ def _keep_other_suite(out: Path, suite: str) -> None:
     if old_suite != suite:
         kept = out.with_name(f"{out.stem}-{old_suite}.json")
         out.replace(kept)
-        print(f"kept the previous {old_suite} results as {kept}")
+        say(f"kept the previous {old_suite} results as {kept}")
 
 
 def _cmd_run(args) -> None:
     config = None if args.resume else _quickstart_path()
+    args.state.no_eval = args.no_eval
     _train_and_eval(config, args.overrides, args.out, args.resume, args.device,
-                    not args.no_eval, args.quiet)
+                    not args.no_eval, args.quiet, args.threads, args.state)
 
 
 def _cmd_train(args) -> None:
+    from .config_catalog import bundled_configs, resolve_config
+
     if args.config is None and args.resume is None:
-        raise ConfigError("train needs a CONFIG file (e.g. configs/quickstart.yaml) or "
-                          "--resume RUN_DIR")
-    _train_and_eval(Path(args.config) if args.config else None, args.overrides, args.out,
-                    args.resume, args.device, not args.no_eval, args.quiet)
+        raise ConfigError(f"train needs a CONFIG file or the name of a bundled config "
+                          f"({', '.join(bundled_configs())}), or --resume RUN_DIR")
+    if args.config is not None and args.resume is not None:
+        raise ConfigError("--resume continues a run with its saved config.yaml; drop the "
+                          "CONFIG argument")
+    config = resolve_config(args.config) if args.config else None
+    args.state.no_eval = args.no_eval
+    _train_and_eval(config, args.overrides, args.out, args.resume, args.device,
+                    not args.no_eval, args.quiet, args.threads, args.state)
+
+
+def _cmd_config(args) -> None:
+    from .config_catalog import bundled_configs, config_keys, describe, format_keys, resolve_config
+
+    if args.config_action == "list":
+        configs = bundled_configs()
+        width = max(map(len, configs))
+        for name, path in configs.items():
+            print(f"{name.ljust(width)}  {describe(path)}")
+        print(f"(in {next(iter(configs.values())).parent}; use one with: robustq train NAME)")
+    elif args.config_action == "show":
+        print(resolve_config(args.name).read_text(), end="")
+    else:
+        print(format_keys(config_keys()))
 
 
 def _cmd_eval(args) -> None:
@@ -174,8 +235,9 @@ def _cmd_eval(args) -> None:
         overrides.append(f"eval.draws={args.draws}")
     if args.allow_single_sample:
         overrides.append("eval.allow_single_sample=true")
+    curve = args.curve_eps or ("default" if args.curve else None)
     _evaluate_run(Path(args.target), overrides, args.device, args.results, args.surrogate,
-                  args.curve)
+                  curve, quiet=args.quiet, threads=args.threads)
 
 
 def _cmd_sparsity(args) -> None:
@@ -206,6 +268,9 @@ def _cmd_export(args) -> None:
     from .efficiency.pipeline import export_to_file, format_sizes
     from .efficiency.prune import format_prune_report
 
+    if args.onnx:  # before anything is written, not after the .safetensors
+        from .extras import require
+        require("onnx", "export --onnx")
     r = export_to_file(args.target, args.out, onnx=args.onnx, align=args.align)
     print(format_prune_report(r) if r["params_paper_pruned"] is not None else "already pruned")
     print(format_sizes(r))
@@ -276,12 +341,29 @@ def _add_data_verb(sub) -> None:
     f.set_defaults(func=_cmd_data_fetch)
 
 
-def _common(sp, with_run_dir: bool = True) -> None:
+def _device(text: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _common(sp, with_run_dir: bool = True, example: str = "train.epochs=10",
+            quiet: str = "no progress bars") -> None:
     sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set train.epochs=10 (repeatable)")
-    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                    help=f"override a config value, e.g. --set {example} (repeatable; "
+                         f"robustq config keys lists them)")
+    sp.add_argument("--device", type=_device, default=None, metavar="auto|cpu|cuda|cuda:N",
                     help="where to compute (default: the config's device, auto)")
-    sp.add_argument("--quiet", action="store_true", help="no progress bars")
+    sp.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                    help="CPU threads (default: the CPUs this process may use, less those "
+                         "busy with other processes; see the README on sharing a machine)")
+    sp.add_argument("--quiet", action="store_true", help=quiet)
     if with_run_dir:
         sp.add_argument("--out", help="run directory (default: runs/<name>-<time>)")
         sp.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
@@ -300,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(r)
     r.set_defaults(func=_cmd_run)
     t = sub.add_parser("train", help="train (and evaluate) the experiment in a YAML config")
-    t.add_argument("config", nargs="?", help="YAML config, e.g. configs/quickstart.yaml")
+    t.add_argument("config", nargs="?", help="YAML config file, or the name of a bundled one "
+                   "(robustq config list), e.g. quickstart")
     _common(t)
     t.set_defaults(func=_cmd_train)
     e = sub.add_parser("eval", help="evaluate a run directory or a model file; writes results.json")
@@ -316,16 +399,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "randomized model's accuracy (default: the suite's)")
     e.add_argument("--allow-single-sample", action="store_true",
                    help="accept one noise sample per gradient/prediction on a randomized model")
-    e.add_argument("--curve", nargs="?", const="default", metavar="EPS,...",
+    e.add_argument("--curve", action="store_true",
                    help="also measure accuracy vs eps (PGD-CE-20) and draw it as a PNG "
-                        "(default grid 0..16/255)")
+                        "(default grid 0..16/255; needs robustq[plot])")
+    e.add_argument("--curve-eps", metavar="EPS,...", help="the curve at these eps values "
+                   "instead, e.g. 0,2/255,8/255 (implies --curve)")
     e.add_argument("--surrogate", metavar="MODEL_FILE",
                    help="surrogate model for the transfer check (default: the model, noise off)")
-    _common(e, with_run_dir=False)
+    _common(e, with_run_dir=False, example="eval.n_eval=1000",
+            quiet="no progress lines (the results table and paths are still printed)")
     e.set_defaults(func=_cmd_eval)
     _efficiency_verbs(sub)
+    _add_config_verb(sub)
     _add_data_verb(sub)
     return p
+
+
+def _add_config_verb(sub) -> None:
+    """``robustq config list`` / ``show NAME`` / ``keys``."""
+    c = sub.add_parser("config", help="the bundled configs, and every config key with its "
+                                      "default, type and meaning")
+    c.set_defaults(func=lambda args: c.print_help())
+    csub = c.add_subparsers(dest="config_action", metavar="ACTION")
+    csub.add_parser("list", help="the configs shipped with robustq (robustq train NAME)"
+                    ).set_defaults(func=_cmd_config)
+    sh = csub.add_parser("show", help="print a bundled config (or a config file)")
+    sh.add_argument("name", help="bundled config name, e.g. quickstart")
+    sh.set_defaults(func=_cmd_config)
+    csub.add_parser("keys", help="every key --set and the YAML files accept: type, default, "
+                                 "help").set_defaults(func=_cmd_config)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -334,16 +436,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 0
+    from .interrupted import note
     from .runtime import keep_heap_pages
     keep_heap_pages()  # a process-wide allocator setting: here, never at import
+    args.state = State(args.verb, list(sys.argv[1:] if argv is None else argv))
     try:
         args.func(args)
     except RobustqError as e:
         print(f"robustq: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nrobustq: interrupted; the last finished epoch is saved: continue with "
-              "robustq train --resume RUN_DIR", file=sys.stderr)
+        print(f"\nrobustq: interrupted; {note(args.state)}", file=sys.stderr)
         return 130
     return 0
 

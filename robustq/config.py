@@ -29,7 +29,7 @@ Eps = Union[float, str]  # 0.031 or "8/255"
 
 @dataclass
 class DataConfig:
-    name: str = "fashion-mnist-10k"     # a registered dataset (robustq data list)
+    name: str = "fashion-mnist-10k"     # robustq data list, or folder:PATH / npz:PATH (yours)
     root: Optional[str] = None           # folder with the official files; None: the usual places
     val_size: float = 0.1                # held-out validation: a fraction (< 1) or a count
     train_size: Optional[int] = None     # train on a stratified subset of this many images
@@ -38,7 +38,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    depth: int = 20                      # 6n + 2
+    depth: int = 20                      # ResNet depth 6n + 2 (8, 14, 20, 32, 44, 56, 110)
     ensemble: int = 1                    # En_n: number of members (mean of logits)
     noise: float = 0.1                   # block-noise coefficient c; 0 = plain ResNet
 
@@ -65,7 +65,7 @@ class AdvConfig:
     """The attack that makes x_adv during training (``at`` / ``tradeoff``; ``trades`` always
     uses TRADES' KL attack). ``docs/method.md`` "Fast training" says when to use which."""
     attack: str = "pgd"                  # pgd | fgsm_rs | n_fgsm | free
-    eps: Eps = 0.031
+    eps: Eps = 0.031                     # L-inf radius in pixels (0.031 or "8/255")
     step: Eps = 0.007                    # PGD / TRADES step (also the validation PGD's)
     steps: int = 10                      # PGD / TRADES steps
     fast_step: Optional[Eps] = None      # fgsm_rs / n_fgsm / free step; null: the paper's
@@ -76,17 +76,17 @@ class AdvConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    epochs: int = 200                    # training epochs (schedules scale to this)
+    batch_size: int = 128                # images per SGD step
+    lr: float = 0.1                      # initial SGD learning rate
+    momentum: float = 0.9                # SGD momentum
+    weight_decay: float = 5e-4           # SGD L2 weight decay
     schedule: str = "multistep"          # multistep (the paper's) | onecycle (triangular)
-    milestones: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8])  # x epochs
-    lr_gamma: float = 0.1
+    milestones: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8])  # LR drops, fractions of epochs
+    lr_gamma: float = 0.1                # LR factor at each milestone
     peak: float = 0.4                    # onecycle: lr peaks at this fraction of the run
     precision: str = "auto"              # auto (bf16 where the hardware has it) | fp32 | bf16
-    channels_last: bool = True
+    channels_last: bool = True           # NHWC memory format (faster convolutions)
     val_attack_steps: int = 10           # PGD steps for the validation robust accuracy
     co_guard: str = "warn"               # catastrophic overfitting: warn | stop | off
     co_drop: float = 0.2                 # guard: val PGD accuracy this far below its best
@@ -96,13 +96,13 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    attacks: list[str] = field(default_factory=lambda: ["fgsm", "ifgsm", "cw_paper"])
-    eps: Eps = 0.031
+    attacks: list[str] = field(default_factory=lambda: ["fgsm", "ifgsm", "cw_paper"])  # paper suite
+    eps: Eps = 0.031                     # L-inf radius of the evaluation attacks, in pixels
     n_eval: Optional[int] = None         # test images to evaluate; None = all
-    batch_size: int = 250
+    batch_size: int = 250                # test images per attack batch
     noise: bool = True                   # the paper keeps the block noise on at test time
     precision: str = "fp32"              # attacks in fp32 by default (honest gradients)
-    seed: int = 0
+    seed: int = 0                        # seed of the attacks' random starts and noise
     attack_args: dict = field(default_factory=dict)  # e.g. {ifgsm: {steps: 20}}
     suite: str = "paper"                 # paper | quick | strong | autoattack (docs/robustness.md)
     eot_samples: Optional[int] = None    # EOT gradient samples on a random model; None: suite's
@@ -112,8 +112,8 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    name: str = "run"
-    seed: int = 0
+    name: str = "run"                    # names the run directory runs/<name>-<time>
+    seed: int = 0                        # data split, initial weights, data order, noise
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -288,8 +288,9 @@ def validate(cfg: RunConfig) -> None:
     d, m, q, lo, a, t, e = cfg.data, cfg.model, cfg.quant, cfg.loss, cfg.adv, cfg.train, cfg.eval
     _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device) is not None,
            f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
-    _check(d.name in DATASETS, f"data.name {d.name!r} is not a known dataset; choose one of "
-                               f"{', '.join(DATASETS.names())}")
+    _check(d.name in DATASETS or d.name.partition(":")[0] in ("folder", "npz"),
+           f"data.name {d.name!r} is not a known dataset; choose one of "
+           f"{', '.join(DATASETS.names())}, or folder:PATH / npz:PATH for your own")
     _check(d.val_size >= 0 and (d.val_size < 1 or float(d.val_size).is_integer()),
            f"data.val_size must be a fraction in [0, 1) or a whole count, got {d.val_size}")
     _check(d.train_size is None or d.train_size >= 1,

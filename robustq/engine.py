@@ -101,9 +101,11 @@ def batches_per_epoch(n_batches: int, cfg: RunConfig) -> int:
     return -(-n // cfg.adv.replay) if cfg.adv.attack == "free" and cfg.loss.name in ("at", "tradeoff") else n
 
 
-def validate(model: nn.Module, s: Setup, device, precision: str, channels_last: bool, epoch: int) -> dict:
+def validate(model: nn.Module, s: Setup, device, precision: str, channels_last: bool, epoch: int,
+             bar: Optional[Progress] = None) -> dict:
     """Clean, PGD and FGSM accuracy of the truly quantized model (u = Q(w)) on the validation
-    split (FGSM next to PGD is what reveals catastrophic overfitting, ``guard.py``)."""
+    split (FGSM next to PGD is what reveals catastrophic overfitting, ``guard.py``); ``bar``
+    (the epoch's progress) shows its batches."""
     if len(s.val) == 0:
         return {"val_acc": math.nan, "val_robust_acc": math.nan, "val_fgsm_acc": math.nan}
     a = s.cfg.adv
@@ -117,7 +119,8 @@ def validate(model: nn.Module, s: Setup, device, precision: str, channels_last: 
         masks = robust_accuracy(model, s.val, {"val_acc": None, "val_robust_acc": pgd,
                                                "val_fgsm_acc": fgsm},
                                 batch_size=256, device=device, precision=precision,
-                                channels_last=channels_last)
+                                channels_last=channels_last,
+                                on_batch=bar.validation(-(-len(s.val) // 256)) if bar else None)
     set_relaxation(model, lam)
     return {k: float(v.float().mean()) for k, v in masks.items()}
 
@@ -285,7 +288,7 @@ def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool =
             bar.update(len(y) * step.replay, lambda: {"loss": float(stats[0] / stats[3]),
                                                       "acc": float(stats[acc_slot] / stats[3])})
         seconds = time.perf_counter() - started
-        val = validate(model, s, device, precision, t.channels_last, epoch)
+        val = validate(model, s, device, precision, t.channels_last, epoch, bar)
         c = stats.tolist()
         row = {"epoch": epoch + 1, "phase": s.relax.phase(epoch),
                "lam": "" if lam is None else f"{lam:.6g}", "lr": f"{lr:.6g}",

@@ -11,7 +11,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -37,10 +37,12 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 def robust_accuracy(model: nn.Module, data: ImageData, attacks: dict[str, Optional[Attack]], *,
                     batch_size: int = 250, device: torch.device = torch.device("cpu"),
-                    precision: str = "fp32", channels_last: bool = False) -> dict[str, torch.Tensor]:
+                    precision: str = "fp32", channels_last: bool = False,
+                    on_batch: Optional[Callable[[int], None]] = None) -> dict[str, torch.Tensor]:
     """Per-example correctness masks: ``{"natural": ..., attack name: ...}`` (bool, CPU).
 
-    ``attacks`` maps names to attacks; ``None`` means clean inputs."""
+    ``attacks`` maps names to attacks; ``None`` means clean inputs. ``on_batch(1)`` is
+    called after each batch (a progress bar's counter)."""
     model.eval()
     masks: dict[str, list[torch.Tensor]] = {name: [] for name in attacks}
     for x, y in Batches(data, batch_size, device=device, channels_last=channels_last):
@@ -48,6 +50,8 @@ def robust_accuracy(model: nn.Module, data: ImageData, attacks: dict[str, Option
             for name, attack in attacks.items():
                 x_in = x if attack is None else attack(model, x, y)
                 masks[name].append(_correct(model, x_in, y).cpu())
+        if on_batch is not None:
+            on_batch(1)
     return {k: torch.cat(v) for k, v in masks.items()}
 
 

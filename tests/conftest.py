@@ -1,13 +1,16 @@
 """Shared fixtures. Tests run on the CPU with small models and synthetic data; tests that
-read the real datasets in ../shared/data are marked ``data`` and skip when it is absent."""
+read the real datasets (``$ROBUSTQ_DATA``, else a ``shared/data`` folder beside the
+repository) are marked ``data`` and skip when they are absent."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("ROBUSTQ_DATA") or
+                   Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 @pytest.fixture(autouse=True)
@@ -19,5 +22,5 @@ def _seed_and_threads():
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present")
+        pytest.skip(f"the real datasets are not present ({SHARED_DATA})")
     return SHARED_DATA

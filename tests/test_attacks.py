@@ -121,3 +121,31 @@ def test_cw_paper_perturbation_is_tiny(trained):
     model, x, y = trained
     x_adv = make_attack("cw_paper")(model, x[:50], y[:50])
     assert 0 < (x_adv - x[:50]).abs().max() < 2e-3
+
+
+def test_every_registered_attack_is_a_public_documented_class():
+    import inspect
+
+    import robustq.attacks as attacks
+
+    for name in ATTACKS.names():
+        cls = ATTACKS.get(name)
+        assert getattr(attacks, cls.__name__) is cls and cls.__name__ in attacks.__all__, name
+        doc = cls.__dict__.get("__doc__") or ""
+        assert "Default" in doc and any(c.isdigit() for c in doc), name  # paper year, defaults
+        assert inspect.signature(cls).parameters["eps"].default == 0.031, name
+
+
+def test_bind_gives_the_torchattacks_calling_convention(trained):
+    from robustq.attacks import PGD
+
+    model, x, y = trained
+    torch.manual_seed(1)
+    atk = PGD(eps=8 / 255, alpha=2 / 255, steps=5).bind(model)
+    x_adv = atk(x, y)
+    torch.manual_seed(1)
+    assert torch.equal(x_adv, PGD(eps=8 / 255, alpha=2 / 255, steps=5)(model, x, y))
+    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6 and accuracy(model, x_adv, y) < accuracy(model, x, y)
+    assert atk.model is model and "PGD(" in repr(atk) and ".bind(Sequential)" in repr(atk)
+    with pytest.raises(TypeError, match="nn.Module"):
+        PGD().bind(lambda t: t)

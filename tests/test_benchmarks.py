@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -58,3 +59,13 @@ def test_bench_fast_at_smoke_runs_resumes_and_prints_its_table(tmp_path):
         assert any(line.startswith(method) for line in first.splitlines()), first
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True, env=env).stdout
     assert "training " not in second and second.splitlines()[-6:] == first.splitlines()[-6:]
+
+
+@pytest.mark.slow
+def test_bench_threads_runs_on_a_tiny_problem():
+    script = BENCH.with_name("bench_threads.py")
+    out = subprocess.run([sys.executable, str(script), "--batch", "2", "--size", "8", "--steps",
+                          "1", "--rounds", "1", "--warmup", "1", "--natural"],
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    assert out.count("| no other process started |") == 3 and "single-threaded busy" in out
+    assert "robustq chose threads:" in out

@@ -109,7 +109,7 @@ def test_eval_cli_runs_a_suite_and_keeps_the_paper_record(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "m.pt"), "--suite", "quick", "--eot", "1", *common]) == 2
     assert "allow-single-sample" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "m.pt"), "--suite", "quick", "--eot", "2", "--draws", "2",
-                 "--curve", "0,0.1", *common]) == 0
+                 "--curve-eps", "0,0.1", *common]) == 0
     r = json.loads(out.read_text())
     assert r["suite"] == "quick" and r["randomized"] and r["eot_samples"] == 2
     assert r["curve"]["eps"] == ["0", "0.1"] and "masking_checks" in r

@@ -1,6 +1,25 @@
-"""Attacks under one contract (``base.Attack``); one file per attack, created by name."""
+"""Attacks under one contract (``base.Attack``); one file per attack, created by name
+(``make_attack("pgd", eps="8/255")``) or by class (``PGD(eps=8/255)``).
+
+Every class's docstring names its paper and defaults. ``attack(model, x, y)`` returns x_adv;
+``attack.bind(model)`` gives the torchattacks-style ``atk(x, y)``.
+"""
 from . import (apgd, cw_l2, cw_paper, fgsm, fgsm_rs, free, ifgsm, n_fgsm, pgd,  # noqa: F401
                random_sign, trades_kl, transfer)
-from .base import ATTACKS, Attack, make_attack, parse_eps
+from .apgd import APGDCE, APGDDLR
+from .base import ATTACKS, Attack, BoundAttack, make_attack, parse_eps
+from .cw_l2 import CWL2
+from .cw_paper import CWPaper
+from .fgsm import FGSM
+from .fgsm_rs import FGSMRS
+from .free import Free
+from .ifgsm import IFGSM
+from .n_fgsm import NFGSM
+from .pgd import PGD
+from .random_sign import RandomSign
+from .trades_kl import TradesKL
+from .transfer import Transfer
 
-__all__ = ["ATTACKS", "Attack", "make_attack", "parse_eps"]
+__all__ = ["ATTACKS", "APGDCE", "APGDDLR", "Attack", "BoundAttack", "CWL2", "CWPaper", "FGSM",
+           "FGSMRS", "Free", "IFGSM", "NFGSM", "PGD", "RandomSign", "TradesKL", "Transfer",
+           "make_attack", "parse_eps"]

@@ -60,11 +60,15 @@ class _APGD(Attack):
 
 @ATTACKS.register("apgd_ce")
 class APGDCE(_APGD):
+    """APGD-CE (Croce & Hein, ICML 2020), the official code from ``pyautoattack``.
+    Defaults (AutoAttack's): eps 0.031, steps 100, restarts 1, rho 0.75, seed 0."""
     name = "apgd_ce"
     loss = "ce"
 
 
 @ATTACKS.register("apgd_dlr")
 class APGDDLR(_APGD):
+    """APGD-DLR (Croce & Hein, ICML 2020): APGD on the shift- and scale-invariant DLR loss,
+    from ``pyautoattack``. Defaults: eps 0.031, steps 100, restarts 1, rho 0.75, seed 0."""
     name = "apgd_dlr"
     loss = "dlr"

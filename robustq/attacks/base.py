@@ -14,6 +14,12 @@
 * ``repr`` lists every hyperparameter.
 
 Subclasses implement ``perturb(model, x, y)``; ``__call__`` wraps it in the contract.
+
+For code written against torchattacks, where an attack owns its model and is called as
+``atk(images, labels)``, ``bind`` gives that shape::
+
+    atk = robustq.attacks.PGD(eps=8/255, alpha=2/255, steps=10).bind(model)
+    x_adv = atk(x, y)          # same contract: pixels in [0, 1], detached, mode restored
 """
 from __future__ import annotations
 
@@ -77,6 +83,10 @@ class Attack:
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def bind(self, model: nn.Module) -> "BoundAttack":
+        """This attack tied to ``model``, called as ``atk(x, y)`` like a torchattacks attack."""
+        return BoundAttack(self, model)
+
     # -- helpers for subclasses ---------------------------------------------------------
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Into the eps-ball around ``x`` and into [0, 1]."""
@@ -118,6 +128,26 @@ class Attack:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
         return f"{type(self).__name__}({args})"
+
+
+class BoundAttack:
+    """An attack bound to one model: ``atk(x, y)`` (or ``atk.forward(x, y)``) returns x_adv.
+
+    The torchattacks calling convention (``torchattacks.Attack(model)(images, labels)``) on
+    top of robustq's contract; ``atk.attack`` and ``atk.model`` are the two parts."""
+
+    def __init__(self, attack: Attack, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"bind needs a torch.nn.Module, got {type(model).__name__}")
+        self.attack, self.model = attack, model
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.attack(self.model, x, y)
+
+    forward = __call__
+
+    def __repr__(self) -> str:
+        return f"{self.attack!r}.bind({type(self.model).__name__})"
 
 
 def make_attack(name: str, **kwargs) -> Attack:

@@ -32,6 +32,9 @@ from .pgd import cw_margin
 
 @ATTACKS.register("cw_l2")
 class CWL2(Attack):
+    """C&W-L2 (Carlini & Wagner, IEEE S&P 2017), untargeted, tanh change of variables and a
+    binary search over c, judged inside the L-inf eps-ball. Defaults: eps 0.031, steps 100,
+    binary_steps 5, lr 0.01, initial_const 0.1, kappa 0, abort_early True."""
     name = "cw_l2"
 
     def __init__(self, eps=0.031, steps: int = 100, binary_steps: int = 5, lr: float = 0.01,

@@ -26,6 +26,9 @@ from .base import ATTACKS, Attack
 
 @ATTACKS.register("cw_paper")
 class CWPaper(Attack):
+    """The paper's A3 "C&W" as its reference code ran it (not Carlini-Wagner proper; see the
+    module docstring): Adam on the image, loss ``||w - x||^2 + c * max(Z_pred - Z_other, 0)``.
+    Defaults: c 10, lr 0.0006, steps 50; returns ``x + eps (best_w - x)``, eps 0.031."""
     name = "cw_paper"
 
     def __init__(self, eps=0.031, c: float = 10.0, lr: float = 0.0006, steps: int = 50,

@@ -10,6 +10,8 @@ from .base import ATTACKS, Attack
 
 @ATTACKS.register("fgsm")
 class FGSM(Attack):
+    """FGSM (Goodfellow et al., ICLR 2015): one signed-gradient step of size ``eps`` on the
+    cross-entropy, clipped to [0, 1]. The paper's A1. Default: eps 0.031."""
     name = "fgsm"
 
     def perturb(self, model, x, y):

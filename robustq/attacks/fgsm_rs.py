@@ -21,7 +21,8 @@ from .base import ATTACKS, Attack, parse_eps
 
 @ATTACKS.register("fgsm_rs")
 class FGSMRS(Attack):
-    """FGSM-RS (Wong et al. 2020): uniform random start, one step of ``alpha``, projected."""
+    """FGSM-RS (Wong et al., ICLR 2020): uniform random start, one step of ``alpha``, projected.
+    Defaults: eps 0.031, alpha 1.25 eps."""
     name = "fgsm_rs"
 
     def __init__(self, eps=0.031, alpha=None, **kw) -> None:

@@ -55,7 +55,8 @@ class FreeReplay:
 @ATTACKS.register("free")
 class Free(Attack):
     """Free AT's perturbation as an attack: ``replay`` ascent steps of size ``alpha`` (= eps)
-    from delta = 0, projected onto the eps-ball and [0, 1] (Shafahi et al. 2019)."""
+    from delta = 0, projected onto the eps-ball and [0, 1] (Shafahi et al., NeurIPS 2019).
+    Defaults: eps 0.031, replay 8, alpha eps."""
     name = "free"
 
     def __init__(self, eps=0.031, replay: int = 8, alpha=None, **kw) -> None:

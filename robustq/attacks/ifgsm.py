@@ -10,6 +10,9 @@ from .base import ATTACKS, Attack, parse_eps
 
 @ATTACKS.register("ifgsm")
 class IFGSM(Attack):
+    """I-FGSM / BIM (Kurakin et al., ICLR-W 2017): ``steps`` signed-gradient steps of size
+    ``alpha`` on the cross-entropy, no random start, projected after each step. The paper's A2.
+    Defaults: eps 0.031, alpha 1/255, steps 20."""
     name = "ifgsm"
 
     def __init__(self, eps=0.031, alpha="1/255", steps: int = 20, **kw) -> None:

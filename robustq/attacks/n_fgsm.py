@@ -21,7 +21,8 @@ from .base import ATTACKS, Attack, parse_eps
 
 @ATTACKS.register("n_fgsm")
 class NFGSM(Attack):
-    """N-FGSM (de Jorge et al. 2022): noise U[-k eps, k eps], one step of ``alpha``, unprojected."""
+    """N-FGSM (de Jorge et al., NeurIPS 2022): noise U[-k eps, k eps], one step of ``alpha``,
+    unprojected. Defaults: eps 0.031, alpha eps, k 2."""
     name = "n_fgsm"
 
     def __init__(self, eps=0.031, alpha=None, k: float = 2.0, **kw) -> None:

@@ -32,6 +32,10 @@ LOSSES = {
 
 @ATTACKS.register("pgd")
 class PGD(Attack):
+    """L-inf PGD (Madry et al., ICLR 2018): uniform random start in the eps-ball, ``steps``
+    signed-gradient steps of size ``alpha`` on ``loss`` ("ce" or the C&W margin "cw"),
+    projected after each step; ``restarts`` keeps each example's worst case. Defaults: the
+    paper's training attack, eps 0.031, alpha 0.007, steps 10, restarts 1, loss "ce"."""
     name = "pgd"
 
     def __init__(self, eps=0.031, alpha=0.007, steps: int = 10, random_start: bool = True,

@@ -16,6 +16,8 @@ from .base import ATTACKS, Attack
 
 @ATTACKS.register("random_sign")
 class RandomSign(Attack):
+    """Random corners of the eps-ball (Carlini et al., 2019, section 5), a gradient-free
+    baseline for the masking checks. Defaults: eps 0.031, tries 20."""
     name = "random_sign"
 
     def __init__(self, eps=0.031, tries: int = 20, **kw) -> None:

@@ -17,6 +17,8 @@ from .base import ATTACKS, Attack, parse_eps
 
 @ATTACKS.register("trades_kl")
 class TradesKL(Attack):
+    """TRADES' KL inner maximisation (Zhang et al., ICML 2019); labels unused. Defaults:
+    eps 0.031, alpha 0.007, steps 10, start ``x + 0.001 N(0, I)``."""
     name = "trades_kl"
 
     def __init__(self, eps=0.031, alpha=0.007, steps: int = 10, **kw) -> None:

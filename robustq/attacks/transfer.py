@@ -26,6 +26,9 @@ from .base import ATTACKS, Attack, make_attack, parse_eps
 
 @ATTACKS.register("transfer")
 class Transfer(Attack):
+    """Transfer attack (Papernot et al., 2016): x_adv crafted on ``surrogate`` by ``inner``
+    (default PGD-CE, 20 steps of eps/4) and given to the attacked model, whose gradients are
+    never used. Default surrogate: the attacked model with its block noise off."""
     name = "transfer"
 
     def __init__(self, eps=0.031, surrogate: Optional[nn.Module] = None, inner: str = "pgd",

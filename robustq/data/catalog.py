@@ -1,6 +1,6 @@
-"""The registered datasets: the paper's five (plus CIFAR-100's coarse labels and the bundled
-offline subset), each with its official files, published MD5s, home-page URLs, license and
-citation. ``docs/datasets.md`` is the readable version of this table.
+"""The registered datasets: the paper's five (MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100, SVHN),
+plus CIFAR-100's coarse labels and the bundled offline subset: seven in all, each with its
+official files, published MD5s, home-page URLs, license and citation. ``docs/datasets.md`` is the readable version of this table.
 
 Augmentation per dataset: random crop with zero padding for all (2 px for the 28x28 digit
 datasets, 4 px for 32x32); horizontal flips for CIFAR only (a flipped digit is another

@@ -178,7 +178,12 @@ def find_root(spec: DatasetSpec, root: Optional[str | Path] = None) -> Path:
 
 
 def load_dataset(name: str, root: Optional[str | Path] = None) -> tuple[ImageData, ImageData, DatasetSpec]:
-    """Read and verify ``name``'s train and test splits from ``root`` (or the usual places)."""
+    """Read and verify ``name``'s train and test splits from ``root`` (or the usual places).
+
+    ``folder:PATH`` and ``npz:PATH`` name a dataset of the user's own (``own.py``)."""
+    from .own import load_own, own_kind
+    if own_kind(name) is not None:
+        return load_own(name, root)
     spec = get_spec(name)
     where = find_root(spec, root)
     train, test = spec.read(where)

@@ -1,5 +1,5 @@
 """Weight, channel and filter sparsity of the quantized convolutions, and what pruning can
-remove (REFERENCE.md section 6).
+remove (the paper's definitions; docs/method.md, "Sparsity").
 
 * weight sparsity: the fraction of exactly-zero entries over all quantized conv weights;
 * channel sparsity: over all quantized convs, the number of INPUT-channel slices

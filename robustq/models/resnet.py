@@ -9,7 +9,7 @@ BN-ReLU'd input; otherwise it is the identity on the raw input. The block output
 residual sum) passes through ``noise_layer``: identity for a plain ResNet, Gaussian block
 noise for an EnResNet member (see ``enresnet.py``).
 
-Parameter counts match REFERENCE.md section 3, e.g. ResNet20 with 3 input channels and 10
+Parameter counts match the paper's reference code (docs/method.md), e.g. ResNet20 with 3 input channels and 10
 classes has 272,282 parameters. Any input size from 8x8 up works (global average pooling).
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ How it works
 ------------
 Every projection maps a float weight tensor ``w`` to one per-tensor scale ``s > 0`` and a
 tensor of small signed integer codes, so that ``Q(w) = s * codes``. The formulas are those of
-the paper's reference code (REFERENCE.md section 1):
+the paper's reference code (docs/method.md, "Quantization"):
 
 * ``binary`` (BWN / XNOR-Net): ``s = mean|w|``, ``codes = sign(w)`` (sign(0) = 0).
 * ``ternary`` ("tnn"): threshold ``d = 0.7 mean|w|``, mask ``m = |w| >= d``, codes
