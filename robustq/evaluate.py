@@ -203,10 +203,14 @@ def format_table(r: dict) -> str:
     off = r.get("noise_off", {})
     off = {"natural": off.get("natural_acc"), "worst case": off.get("robust_acc_worst"),
            **off.get("attacks", {})}
-    lines.append(f"  suite {r['suite']}: " + (
-        f"randomized, EOT {r['eot_samples']}, {r['draws']} draws"
-        + (" (mean +- spread over draws)" if r["draws"] > 1 else " (one noise sample)")
-        if r.get("randomized") else "deterministic model"))
+    if not r.get("randomized"):
+        how = "deterministic model"
+    elif r["eot_samples"] == r["draws"] == 1:
+        how = "randomized model, one noise sample per gradient and per prediction"
+    else:
+        how = (f"randomized, EOT {r['eot_samples']}, {r['draws']} draws"
+               + (" (mean +- spread over draws)" if r["draws"] > 1 else ""))
+    lines.append(f"  suite {r['suite']}: {how}")
     for k, v in rows + [("worst case", r["robust_acc_worst"])]:
         line = f"  {k:<{width}}{100 * v:6.2f} %"
         line += f" +- {100 * std[k]:.2f}" if std.get(k) else ""
