@@ -136,8 +136,13 @@ def load_foreign(spec: str, weights: Optional[str | Path], dataset: str,
 
 
 def _checked(model: nn.Module, meta: dict, what: str) -> nn.Module:
+    check_input(model, meta["dataset"], what)
+    return model.eval()
+
+
+def check_input(model: nn.Module, dataset: str, what: str) -> None:
+    """Two images of ``dataset``'s shape give ``(2, classes)`` logits, or one sentence."""
     from .data import get_spec
     from .models.io import check_logits
-    spec = get_spec(meta["dataset"])   # a DataError sentence for an unknown name
+    spec = get_spec(dataset)   # a DataError sentence for an unknown name
     check_logits(model, (spec.channels, spec.size, spec.size), spec.num_classes, what, spec.name)
-    return model.eval()

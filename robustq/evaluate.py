@@ -34,6 +34,7 @@ from .checkpoint import atomic_write
 from .config import RunConfig
 from .data import ImageData
 from .data.loader import to_pixels
+from .eps import spelling
 from .models import noise_state
 from .robustness import SuiteOptions, evaluate_suite
 from .runtime import autocast, resolve_precision
@@ -71,7 +72,7 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
     record.update({"noise_at_eval": suite["randomized"], "eval_seed": e.seed,
                    "eval_seconds": suite["suite_seconds"], "device": str(device),
                    "precision": precision, "attacks_configured": list(e.attacks),
-                   "attack_args": e.attack_args})
+                   "attack_args": spelling(e.attack_args)})
     round_accuracies(record)
     record.update(robustbench_fields(record))
     return record

@@ -95,6 +95,8 @@ def _load_target(target, model_spec, weights, dataset, overrides, updates, devic
     if target is None:
         raise ConfigError("give a run directory, a model file, or --model MODULE:FACTORY")
     target = Path(target)
+    if dataset is not None:
+        updates = {**updates, "data": {"name": dataset}}
     if target.is_dir():
         cfg = load_config(target / "config.yaml", overrides, updates=updates)
         device = resolve_device(device_name or cfg.device)
@@ -125,7 +127,7 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
                     curve: Optional[list] = None, progress: bool = True,
                     log: Callable[[str], None] = print) -> dict:
     """``robustq eval``: evaluate, merge the efficiency keys, write the records; the record."""
-    from .build import load_any_model
+    from .build import check_input, load_any_model
     from .data import load_dataset
     from .efficiency.pipeline import efficiency_keys
     from .errors import require
@@ -135,6 +137,7 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
     updates = _eval_updates(suite, eot, draws, allow_single_sample)
     model, meta, cfg, dev, out = _load_target(target, model_spec, weights, dataset, overrides,
                                               updates, device)
+    check_input(model, cfg.data.name, meta["name"])
     out = Path(results) if results else out
     if curve:
         require("matplotlib", "the robustness curve PNG (--curve)")

@@ -365,3 +365,17 @@ def test_a_missing_optional_package_is_reported_before_any_work(tmp_path, capsys
     assert main(["eval", str(model), "--curve", "--set", "eval.n_eval=4"]) == 2
     _one_line_error(capsys, "--curve", 'pip install "robustq[plot]"')
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_a_model_file_asked_for_another_dataset_is_refused(tmp_path, capsys):
+    model = _model_file(tmp_path / "m.pt")
+    assert main(["eval", str(model), "--dataset", "cifar10"]) == 2
+    _one_line_error(capsys, "fails on cifar10 images (3x32x32")
+
+
+def test_evaluation_imports_no_pruning_or_export_code():
+    import subprocess
+    code = ("import sys, robustq.evaluate, robustq.robustness, robustq.attacks; "
+            "print(sorted(m for m in sys.modules if m.startswith('robustq.efficiency')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -137,6 +137,10 @@ def prune_to_file(target: str | Path, out: Optional[str | Path] = None, pack: bo
 def export_to_file(target: str | Path, out: Optional[str | Path] = None, onnx: bool = False,
                    align: int = 1) -> dict:
     """``robustq export``: the pruned, packed file (and optionally ONNX, checked)."""
+    if onnx:  # before any work
+        from ..errors import require
+        require("onnx", "ONNX export (--onnx)")
+        require("onnxruntime", "checking the ONNX export (--onnx)")
     r = prune_to_file(target, out or f"{resolve(target)[1]}.safetensors", pack=True, align=align)
     if onnx:
         from .export import export_onnx, load_packed

@@ -121,6 +121,8 @@ def check_logits(model: nn.Module, shape: tuple[int, int, int], num_classes: int
                  dataset: str) -> None:
     """Two images of ``shape`` in, ``(2, num_classes)`` logits out, or one sentence."""
     x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
+    param = next(iter(model.parameters()), None)
+    x = x if param is None else x.to(param.device)
     size = "x".join(map(str, shape))
     try:
         out = model(x)
