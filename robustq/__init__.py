@@ -1,8 +1,9 @@
 """robustq: adversarially robust, low-bit, pruned image classifiers (Binary-Relax EnResNets).
 
 The pipeline, one module per arrow: ``data`` -> ``models`` -> ``quant`` -> ``engine``
-(``losses``, ``attacks``) -> ``evaluate`` (``sparsity``). The ``robustq`` command strings
-them together from a config (``cli.py``).
+(``losses``, ``attacks``) -> ``evaluate`` (``robustness``) -> ``efficiency`` (sparsity,
+pruning, export). ``build`` makes and loads models; ``jobs`` holds the verbs as functions,
+which the ``robustq`` command (``cli.py``) calls with the parsed arguments.
 """
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ The record (``results.json``, one flat JSON object) also carries RobustBench's m
 fields (``name``, ``architecture``, ``clean_acc``, ``reported``, ``autoattack_acc``,
 ``threat_model``, ``eps``, ``number_forward_passes``, ``dataset``: accuracies there in percent,
 as strings, as RobustBench writes them). Accuracies are rounded to the precision ``n_eval``
-gives them: ``ceil(log10(n_eval))`` decimals (at least 2), so two different counts of correct
-examples never round to the same number.
+gives them (``decimals``), so two different counts of correct examples never round to the same
+number and no digit is noise.
 """
 from __future__ import annotations
 
@@ -113,8 +113,16 @@ def model_keys(model: nn.Module, meta: dict, cfg: RunConfig) -> dict:
 
 
 def decimals(n: int) -> int:
-    """Decimals an accuracy over ``n`` examples has: 1/n needs ceil(log10(n)) (at least 2)."""
-    return max(2, math.ceil(math.log10(max(n, 1))))
+    """Decimals an accuracy over ``n`` examples has: as many as ``k / n`` needs to be exact
+    (3 for n = 40 or 500, 4 for 10,000), but no more than ``ceil(log10(n)) + 1`` (4 for 300):
+    enough that every count of correct examples keeps its own value, no digits of noise."""
+    m, twos, fives = max(n, 1), 0, 0
+    while m % 2 == 0:
+        m, twos = m // 2, twos + 1
+    while m % 5 == 0:
+        m, fives = m // 5, fives + 1
+    cap = math.ceil(math.log10(max(n, 1))) + 1
+    return min(max(twos, fives), cap) if m == 1 else cap
 
 
 _ACC_KEYS = ("natural_acc", "natural_acc_std", "robust_acc_worst", "robust_acc_worst_std",
@@ -197,8 +205,8 @@ def format_table(r: dict) -> str:
     width = max(12, max(len(k) for k, _ in rows) + 2)
     what = f"{r['model']}  {r['quant']} ({r['method']})  loss {r['loss']}" if not r.get("foreign") \
         else f"{r['name']} ({r['architecture']})"
-    lines = [f"{what}  on {r['dataset']}  (n_eval {r['n_eval']}, eps {r['eps']}, "
-             f"noise {'on' if r['noise_at_eval'] else 'off'})"]
+    noise = "" if r.get("foreign") else f", noise {'on' if r['noise_at_eval'] else 'off'}"
+    lines = [f"{what}  on {r['dataset']}  (n_eval {r['n_eval']}, eps {r['eps']}{noise})"]
     std = {"natural": r.get("natural_acc_std", 0.0), "worst case": r.get("robust_acc_worst_std", 0.0),
            **r.get("attacks_std", {})}
     off = r.get("noise_off", {})

@@ -379,3 +379,45 @@ def test_evaluation_imports_no_pruning_or_export_code():
             "print(sorted(m for m in sys.modules if m.startswith('robustq.efficiency')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _docs_example():
+    """The worked example of docs/robustness.md: the module's code and the eval command."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "docs" / "robustness.md").read_text()
+    module = re.search(r'```python\n("""mynets\.py.*?)```', text, re.S).group(1)
+    command = re.search(r"```bash\npython mynets\.py\n(robustq eval --model mynets:.*?)\n```",
+                        text, re.S).group(1)
+    return module, command.split()[1:]
+
+
+def test_the_docs_worked_example_evaluates_its_small_model(tmp_path, monkeypatch, capsys):
+    module, args = _docs_example()
+    (tmp_path / "mynets.py").write_text(module)
+    monkeypatch.chdir(tmp_path)
+    sys.modules.pop("mynets", None)
+    import runpy
+    from safetensors.torch import save_file
+    save_file(runpy.run_path("mynets.py")["small_cnn"]().state_dict(), "small_cnn.safetensors")
+    cheap = ["--set", "eval.n_eval=8", "--set", "eval.attack_args={pgd: {steps: 2}, cw_l2: "
+             "{steps: 2, binary_steps: 1}, cw_paper: {steps: 2}, ifgsm: {steps: 2}}", "--quiet"]
+    assert main([*args, *cheap]) == 0, capsys.readouterr().err   # its command, on 8 images
+    r = json.loads((tmp_path / "mynets.small_cnn.results.json").read_text())
+    assert r["architecture"] == "SmallCNN" and r["suite"] == "strong" and not r["randomized"]
+    sys.modules.pop("mynets", None)
+
+
+@pytest.mark.slow
+def test_the_docs_worked_example_as_written(tmp_path, monkeypatch):
+    """``python mynets.py`` (one epoch) then the docs' command, unchanged (about a minute)."""
+    import runpy
+    module, args = _docs_example()
+    (tmp_path / "mynets.py").write_text(module)
+    monkeypatch.chdir(tmp_path)
+    sys.modules.pop("mynets", None)
+    runpy.run_path("mynets.py", run_name="__main__")
+    assert main(args) == 0
+    r = json.loads((tmp_path / "mynets.small_cnn.results.json").read_text())
+    assert r["natural_acc"] > 0.7 and r["robust_acc_worst"] < r["natural_acc"]
+    assert not r["masking_suspected"]
+    sys.modules.pop("mynets", None)

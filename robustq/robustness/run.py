@@ -195,18 +195,20 @@ def _seconds(fn: Callable[[], object]) -> float:
 def estimate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, phases: list[Phase],
              opts: SuiteOptions) -> str:
     """One line: the run's cost at most, from a forward pass and an input gradient timed on
-    the first batch."""
+    the first batch (after one untimed warm-up pass)."""
     xb, yb = x[:opts.batch_size], y[:opts.batch_size]
     grads = sum(a.cost()[0] * k for attacks, k, _ in phases for a in attacks.values())
     forwards = sum(d * k for _, k, d in phases) + sum(   # clean draws, then per attack
         (a.cost()[1] + d) * k for attacks, k, d in phases for a in attacks.values())
     with torch.no_grad():
+        model(xb)
         fwd_rate = xb.shape[0] / _seconds(lambda: model(xb))
     grad_model = model if differentiable(model) else opts.surrogate
     grad_rate = float("inf")
     if grads and grad_model is not None:
         probe = make_attack("fgsm", eps=0.0)
         loss = lambda z: F.cross_entropy(z.float(), yb, reduction="sum")
+        probe.input_grad(grad_model, xb, loss)   # warm-up: first calls pay one-time costs
         grad_rate = xb.shape[0] / _seconds(lambda: probe.input_grad(grad_model, xb, loss))
     total = grads / grad_rate + forwards / fwd_rate
     return (f"estimated time: at most {_duration(total)} ({grads:,.0f} gradient and "
