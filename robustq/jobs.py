@@ -131,7 +131,7 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
     from .data import load_dataset
     from .efficiency.pipeline import efficiency_keys
     from .errors import require
-    from .evaluate import evaluate, format_table, suite_options, write_results
+    from .evaluate import evaluate, suite_options
     from .robustness.run import check_ready, get_suite
 
     updates = _eval_updates(suite, eot, draws, allow_single_sample)
@@ -156,14 +156,20 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
     if target is not None and Path(target).is_dir() and (Path(target) / "metrics.csv").is_file():
         from .engine import training_summary
         r["training"] = training_summary(Path(target))  # states catastrophic overfitting
-    if curve:
+    _write(r, out, log)
+    return r
+
+
+def _write(r: dict, out: Path, log: Callable[[str], None]) -> None:
+    """The curve's PNG (if any), this evaluation's record and ``results.json``; the table."""
+    from .evaluate import format_table, write_results
+    if "curve" in r:
         from .robustness import plot_curve
         png = plot_curve(r["curve"], out.with_suffix(".curve.png"),
                          f"{r['name']}: {r['curve']['attack']}")
         r["curve_png"] = str(png)
     record = write_results(r, out)
     log(format_table(r))
-    if curve:
+    if "curve" in r:
         log(f"robustness curve: {r['curve_png']}")
     log(f"results: {out} (this evaluation: {record.name})")
-    return r
