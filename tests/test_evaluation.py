@@ -199,12 +199,15 @@ def test_every_suite_takes_eps_as_a_fraction_or_a_number(suite, eps, nets, capsy
 
 
 @pytest.mark.parametrize("eps", ["8/255", "0.031"])
-def test_train_and_eval_verbs_take_eps_as_a_fraction_or_a_number(eps, tmp_path, capsys):
+@pytest.mark.parametrize("verb", ["run", "train"])
+def test_train_and_eval_verbs_take_eps_as_a_fraction_or_a_number(verb, eps, tmp_path, capsys):
+    from robustq.cli import _quickstart_path
     from tests.test_engine import TINY
     run = tmp_path / "run"
     sets = [a for s in [*TINY, "train.epochs=1", f"adv.eps={eps}", f"adv.step={eps}",
                         f"eval.eps={eps}"] for a in ("--set", s)]
-    assert main(["run", "--out", str(run), "--quiet", *sets]) == 0, capsys.readouterr().err
+    first = ["run"] if verb == "run" else ["train", str(_quickstart_path())]
+    assert main([*first, "--out", str(run), "--quiet", *sets]) == 0, capsys.readouterr().err
     assert f"eps: {eps}" in (run / "config.yaml").read_text()
     assert main(["eval", str(run), "--quiet", "--curve", f"0,{eps}", "--set", "eval.n_eval=8"]) == 0
     r = json.loads((run / "results.json").read_text())
