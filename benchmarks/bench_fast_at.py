@@ -46,7 +46,7 @@ from robustq.checkpoint import CHECKPOINT_FORMAT, atomic_write, load
 from robustq.config import RunConfig, load_config
 from robustq.data import Batches
 from robustq.engine import TrainStep, batches_per_epoch, setup, train, training_summary
-from robustq.evaluate import load_any_model
+from robustq.build import load_any_model
 from robustq.robustness.sampling import draw_correct
 from robustq.runtime import keep_heap_pages
 

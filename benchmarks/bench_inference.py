@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         "heap pages kept (mallopt)" if keep_heap_pages() else "glibc default (mallopt unavailable)")
     if a.model:
         from robustq.efficiency.pipeline import resolve
-        from robustq.evaluate import load_any_model
+        from robustq.build import load_any_model
         dense, meta = load_any_model(resolve(a.model)[0])
         zero = a.zero_slices or 0.0
     else:

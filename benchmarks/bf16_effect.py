@@ -25,7 +25,7 @@ import torch
 from robustq.attacks import make_attack
 from robustq.config import load_config
 from robustq.data import load_dataset
-from robustq.evaluate import load_any_model
+from robustq.build import load_any_model
 from robustq.models import set_noise
 
 

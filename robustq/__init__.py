@@ -1,8 +1,9 @@
 """robustq: adversarially robust, low-bit, pruned image classifiers (Binary-Relax EnResNets).
 
 The pipeline, one module per arrow: ``data`` -> ``models`` -> ``quant`` -> ``engine``
-(``losses``, ``attacks``) -> ``evaluate`` (``sparsity``). The ``robustq`` command strings
-them together from a config (``cli.py``).
+(``losses``, ``attacks``) -> ``evaluate`` (``robustness``) -> ``efficiency`` (sparsity,
+pruning, export). ``build`` makes and loads models; ``jobs`` holds the verbs as functions,
+which the ``robustq`` command (``cli.py``) calls with the parsed arguments.
 """
 from __future__ import annotations
 
@@ -25,5 +26,5 @@ def load(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
     if Path(path).suffix == ".safetensors":  # without importing the training code
         from .efficiency.export import load as _load
         return _load(path, device)
-    from .evaluate import load_model_file
+    from .build import load_model_file
     return load_model_file(path, device)[0]

@@ -2,10 +2,14 @@
 
     robustq run                      the main job: train + evaluate the quickstart config
     robustq train CONFIG|NAME [--set k=v ...] [--out DIR] [--resume RUN_DIR] [--threads N]
-    robustq eval RUN_DIR|MODEL_FILE [--suite paper|quick|strong|autoattack] [--curve] [--set eval.k=v ...]
-    robustq sparsity|prune|export RUN_DIR|MODEL_FILE   (robustq/efficiency/)
+    robustq eval RUN_DIR|MODEL_FILE [--suite paper|quick|strong|autoattack|blackbox] [--curve] [--set eval.k=v ...]
+    robustq eval --model MODULE:FACTORY [--weights FILE] --dataset NAME [--suite ...]
+    robustq sparsity|prune|export RUN_DIR|MODEL_FILE   (efficiency/pipeline.py)
     robustq config list|show NAME|keys                 bundled configs, every config key
     robustq data list|fetch NAME
+
+Each verb calls one library function (``jobs.py``, ``efficiency/pipeline.py``, ``data``) with
+typed arguments.
 """
 from __future__ import annotations
 
@@ -34,169 +38,36 @@ def _use_threads(requested: Optional[int], say=print) -> None:
     say(choice.header(), flush=True)
 
 
-def _require_extras(cfg, curve: bool = False) -> None:
-    """Fail before any work when the evaluation will need an extra that is not installed."""
-    from .extras import require
-    if cfg.eval.suite == "autoattack":
-        require("autoattack", "eval --suite autoattack")
-    if curve:
-        require("plot", "the --curve PNG")
-
-
-def _prepare_run_dir(out: Optional[str], name: str) -> Path:
-    """A fresh run directory; never one that already holds a run (nothing is overwritten)."""
-    if out is not None:
-        path = Path(out)
-        if path.exists() and any((path / f).exists() for f in ("config.yaml", "checkpoint.pt")):
-            raise ConfigError(f"{path} already holds a run; pass --resume to continue it or "
-                              f"choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for i in range(1000):
-        path = Path("runs") / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
-        try:
-            path.mkdir(parents=True, exist_ok=False)  # atomic: parallel sweeps never share one
-            return path
-        except FileExistsError:
-            continue
-    raise ConfigError("could not create a new run directory under runs/; pass --out DIR")
-
-
-def _train_and_eval(config: Optional[Path], overrides: list[str], out: Optional[str],
-                    resume: Optional[str], device_name: Optional[str], evaluate_after: bool,
-                    quiet: bool, threads: Optional[int] = None,
-                    state: Optional[State] = None) -> None:
-    from .config import load_config
-    from .engine import setup, train
-    from .runtime import resolve_device
-    from .checkpoint import atomic_write
-
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "checkpoint.pt").exists():
-            raise ConfigError(f"{run_dir} holds no checkpoint.pt to resume from; give the run "
-                              f"directory of an interrupted run")
-        if overrides or config is not None:
-            raise ConfigError("--resume continues a run with its saved config.yaml; drop the "
-                              "CONFIG and --set arguments")
-        cfg = load_config(run_dir / "config.yaml")
-    else:
-        cfg = load_config(config, overrides)
-    state = state or State("train", [])
-    state.epochs = cfg.train.epochs
-    device = resolve_device(device_name or cfg.device)
-    if evaluate_after:
-        _require_extras(cfg)
-    _use_threads(threads)  # before any parallel work of ours, so its load is the others'
-    s = setup(cfg)  # reads and verifies the data before anything is written
-    if resume is None:
-        fresh = out is None or not Path(out).exists()
-        run_dir = _prepare_run_dir(out, cfg.name)
-        atomic_write(run_dir / "config.yaml", cfg.to_yaml().encode())
-        state.created = fresh
-    state.run_dir = run_dir
-    print(f"run directory: {run_dir}")
-    train(cfg, run_dir, device, resume=resume is not None, progress=not quiet, prepared=s)
-    state.trained = True
-    if evaluate_after:
-        _evaluate_run(run_dir, [], device_name, quiet=quiet, threads=None, pick_threads=False)
-    print(f"run directory: {run_dir}")
-
-
-def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str],
-                  results_path: Optional[str] = None, surrogate: Optional[str] = None,
-                  curve: Optional[str] = None, quiet: bool = False,
-                  threads: Optional[int] = None, pick_threads: bool = True) -> dict:
-    """Evaluate; ``quiet`` drops the progress lines (the table and paths stay); ``pick_threads``
-    False keeps the thread count already chosen (evaluation right after training)."""
-    say = (lambda *a, **k: None) if quiet else print
-    curve_eps = _curve_eps(curve)  # a bad value fails before anything is loaded
-    from .config import load_config
-    from .data import load_dataset
-    from .evaluate import evaluate, format_table, load_any_model, write_results
-    from .runtime import resolve_device
-
-    target = Path(target)
-    if target.is_dir():
-        model_path, cfg = target / "model.pt", load_config(target / "config.yaml", overrides)
-        out = Path(results_path) if results_path else target / "results.json"
-    else:
-        model_path, cfg = target, None
-        out = Path(results_path) if results_path else target.with_name(target.stem + ".results.json")
-    device = resolve_device(device_name or (cfg.device if cfg else "auto"))
-    if pick_threads:
-        _use_threads(threads, say)
-    model, meta = load_any_model(model_path, device)
-    if cfg is None:
-        cfg = load_config(None, [f"data.name={meta.get('dataset', 'fashion-mnist-10k')}",
-                                 f"quant.scheme={meta.get('quant', 'float')}",
-                                 f"quant.method={meta.get('method', 'none')}", *overrides])
-    _require_extras(cfg, curve is not None)
-    _, test, _ = load_dataset(cfg.data.name, cfg.data.root)
-    what = f"attacks {', '.join(cfg.eval.attacks)}" if cfg.eval.suite == "paper" else f"suite {cfg.eval.suite}"
-    say(f"evaluating {model_path} on {cfg.data.name} ({min(len(test), cfg.eval.n_eval or len(test))} "
-        f"test images; {what})", flush=True)
-    surrogate_model = load_any_model(surrogate, device)[0] if surrogate else None
-    results = evaluate(model, meta, cfg, test, device, surrogate=surrogate_model, curve_eps=curve_eps)
-    if target.is_dir() and (target / "metrics.csv").is_file():
-        from .engine import training_summary
-        results["training"] = training_summary(target)  # states catastrophic overfitting
-    _keep_other_suite(out, results.get("suite", "paper"), say)
-    write_results(results, out)
-    print(format_table(results))
-    if curve_eps:
-        from .robustness import plot_curve
-        png = plot_curve(results["curve"], out.with_suffix(".curve.png"),
-                         f"{results['model']} {results['quant']}: {results['curve']['attack']}")
-        print(f"robustness curve: {png}")
-    print(f"results: {out}")
-    return results
-
-
-def _curve_eps(curve: Optional[str]) -> Optional[list[str]]:
-    """``--curve``: the default eps grid; ``--curve-eps 0,2/255,8/255``: those values."""
+def _curve_eps(curve: Optional[str]) -> Optional[list]:
+    """``--curve`` alone: the default eps grid; ``--curve-eps 0,2/255,8/255``: those values."""
     if curve is None:
         return None
-    from .attacks import parse_eps
+    from .eps import Eps
     from .robustness import DEFAULT_EPS
 
-    values = list(DEFAULT_EPS) if curve == "default" else [v.strip() for v in curve.split(",") if v.strip()]
+    texts = [v.strip() for v in curve.split(",") if v.strip()]
     try:
-        bad = [v for v in values if not 0 <= parse_eps(v) <= 1]
-    except (ValueError, ZeroDivisionError):
-        bad = values
-    if bad or not values:
-        raise ConfigError(f"--curve-eps takes comma-separated eps values in [0, 1] such as "
+        values = list(DEFAULT_EPS) if curve == "default" else [Eps(v) for v in texts]
+    except ValueError:
+        values = []
+    if not values or not all(0 <= v <= 1 for v in values):
+        raise ConfigError(f"--curve takes comma-separated eps values in [0, 1] such as "
                           f"0,2/255,8/255, got {curve!r}")
     return values
 
 
-def _keep_other_suite(out: Path, suite: str, say=print) -> None:
-    """Before ``out`` is overwritten by another suite's record, keep the old one beside it as
-    ``<stem>-<its suite>.json`` so that no evaluation is lost."""
-    import json
-
-    try:
-        old = json.loads(out.read_text())
-    except (OSError, ValueError):
-        return
-    old_suite = old.get("suite", "paper") if isinstance(old, dict) else "paper"
-    if old_suite != suite:
-        kept = out.with_name(f"{out.stem}-{old_suite}.json")
-        out.replace(kept)
-        say(f"kept the previous {old_suite} results as {kept}")
-
-
 def _cmd_run(args) -> None:
-    config = None if args.resume else _quickstart_path()
+    from .jobs import train_and_evaluate
     args.state.no_eval = args.no_eval
-    _train_and_eval(config, args.overrides, args.out, args.resume, args.device,
-                    not args.no_eval, args.quiet, args.threads, args.state)
+    _use_threads(args.threads)  # before any parallel work of ours, so its load is the others'
+    train_and_evaluate(None if args.resume else _quickstart_path(), args.overrides, out=args.out,
+                       resume=args.resume, device=args.device, evaluate_after=not args.no_eval,
+                       progress=not args.quiet, state=args.state)
 
 
 def _cmd_train(args) -> None:
     from .config_catalog import bundled_configs, resolve_config
+    from .jobs import train_and_evaluate
 
     if args.config is None and args.resume is None:
         raise ConfigError(f"train needs a CONFIG file or the name of a bundled config "
@@ -206,8 +77,10 @@ def _cmd_train(args) -> None:
                           "CONFIG argument")
     config = resolve_config(args.config) if args.config else None
     args.state.no_eval = args.no_eval
-    _train_and_eval(config, args.overrides, args.out, args.resume, args.device,
-                    not args.no_eval, args.quiet, args.threads, args.state)
+    _use_threads(args.threads)
+    train_and_evaluate(config, args.overrides, out=args.out, resume=args.resume,
+                       device=args.device, evaluate_after=not args.no_eval,
+                       progress=not args.quiet, state=args.state)
 
 
 def _cmd_config(args) -> None:
@@ -226,18 +99,15 @@ def _cmd_config(args) -> None:
 
 
 def _cmd_eval(args) -> None:
-    overrides = list(args.overrides)
-    if args.suite is not None:
-        overrides.append(f"eval.suite={args.suite}")
-    if args.eot is not None:
-        overrides.append(f"eval.eot_samples={args.eot}")
-    if args.draws is not None:
-        overrides.append(f"eval.draws={args.draws}")
-    if args.allow_single_sample:
-        overrides.append("eval.allow_single_sample=true")
-    curve = args.curve_eps or ("default" if args.curve else None)
-    _evaluate_run(Path(args.target), overrides, args.device, args.results, args.surrogate,
-                  curve, quiet=args.quiet, threads=args.threads)
+    from .jobs import evaluate_target
+    say = (lambda *a, **k: None) if args.quiet else print
+    _use_threads(args.threads, say)
+    curve = _curve_eps(args.curve_eps or ("default" if args.curve else None))
+    evaluate_target(args.target, model_spec=args.model, weights=args.weights, dataset=args.dataset,
+                    overrides=args.overrides, suite=args.suite, eot=args.eot, draws=args.draws,
+                    allow_single_sample=args.allow_single_sample, device=args.device,
+                    results=args.results, surrogate=args.surrogate, curve=curve,
+                    progress=not args.quiet)
 
 
 def _cmd_sparsity(args) -> None:
@@ -386,13 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "(robustq config list), e.g. quickstart")
     _common(t)
     t.set_defaults(func=_cmd_train)
-    e = sub.add_parser("eval", help="evaluate a run directory or a model file; writes results.json")
-    e.add_argument("target", help="run directory or model file")
-    e.add_argument("--results", help="where to write the results JSON")
-    e.add_argument("--suite", choices=["paper", "quick", "strong", "autoattack"],
-                   help="paper (default: the paper's A1-A3, one noise sample), quick, strong "
-                        "(worst case of PGD-CE/CW and C&W-L2 with EOT, masking checks) or "
-                        "autoattack (needs robustq[autoattack]); see docs/robustness.md")
+    e = sub.add_parser("eval", help="evaluate a run directory, a model file or your own "
+                                    "nn.Module (--model); writes results.json")
+    e.add_argument("target", nargs="?", help="run directory or model file (model.pt, an "
+                                             "exported .safetensors or .onnx)")
+    e.add_argument("--model", metavar="MODULE:FACTORY", help="evaluate the nn.Module that "
+                   "FACTORY() in your module returns (inputs in [0, 1]), e.g. mypkg.nets:resnet18")
+    e.add_argument("--weights", metavar="FILE", help="its weights: a .safetensors file or a "
+                   "state_dict saved with torch.save (loaded without unpickling code)")
+    e.add_argument("--dataset", metavar="NAME", help="the dataset it classifies (robustq data list)")
+    e.add_argument("--results", help="where to write the latest results JSON")
+    e.add_argument("--suite", choices=["paper", "quick", "strong", "autoattack", "blackbox"],
+                   help="paper (default: eval.attacks, the paper's A1-A3, one noise sample), quick, "
+                        "strong (+ PGD-CE/CW and C&W-L2 with EOT, masking checks), autoattack "
+                        "(needs robustq[autoattack]) or blackbox (no gradients: the one for ONNX); "
+                        "see docs/robustness.md")
     e.add_argument("--eot", type=int, metavar="N", help="EOT gradient samples for a randomized "
                    "model (default: the suite's, 10 for strong, 20 for autoattack)")
     e.add_argument("--draws", type=int, metavar="K", help="forward draws averaged for a "
@@ -405,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--curve-eps", metavar="EPS,...", help="the curve at these eps values "
                    "instead, e.g. 0,2/255,8/255 (implies --curve)")
     e.add_argument("--surrogate", metavar="MODEL_FILE",
-                   help="surrogate model for the transfer check (default: the model, noise off)")
+                   help="surrogate model for the transfer attacks (default: the model, noise off)")
     _common(e, with_run_dir=False, example="eval.n_eval=1000",
             quiet="no progress lines (the results table and paths are still printed)")
     e.set_defaults(func=_cmd_eval)

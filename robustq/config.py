@@ -2,8 +2,9 @@
 
 A config is a nested mapping whose sections mirror ``RunConfig``. Loading checks every key
 (unknown keys fail with a suggestion), every type, and every range, and raises one
-``ConfigError`` sentence that names the key and the fix. Epsilons and step sizes are kept as
-the user wrote them (``8/255`` or ``0.031``) and parsed where used.
+``ConfigError`` sentence that names the key and the fix. Epsilons and step sizes are parsed
+here, once, into ``Eps`` values: floats everywhere in the code that keep the user's spelling
+(``8/255`` or ``0.031``) for the config file and the results record.
 
 Schedules are written for any length: ``train.milestones`` are fractions of ``train.epochs``
 (the paper's 80/120/160 of 200 are 0.4/0.6/0.8), and the Binary-Relax cut-off and growth rate
@@ -22,9 +23,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from .eps import Eps, spelling
 from .errors import ConfigError
-
-Eps = Union[float, str]  # 0.031 or "8/255"
 
 
 @dataclass
@@ -65,8 +65,8 @@ class AdvConfig:
     """The attack that makes x_adv during training (``at`` / ``tradeoff``; ``trades`` always
     uses TRADES' KL attack). ``docs/method.md`` "Fast training" says when to use which."""
     attack: str = "pgd"                  # pgd | fgsm_rs | n_fgsm | free
-    eps: Eps = 0.031                     # L-inf radius in pixels (0.031 or "8/255")
-    step: Eps = 0.007                    # PGD / TRADES step (also the validation PGD's)
+    eps: Eps = Eps(0.031)                # L-inf radius in pixels (0.031 or "8/255")
+    step: Eps = Eps(0.007)               # PGD / TRADES step (also the validation PGD's)
     steps: int = 10                      # PGD / TRADES steps
     fast_step: Optional[Eps] = None      # fgsm_rs / n_fgsm / free step; null: the paper's
     noise_k: float = 2.0                 # n_fgsm: noise drawn from U[-k eps, k eps]
@@ -97,13 +97,13 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     attacks: list[str] = field(default_factory=lambda: ["fgsm", "ifgsm", "cw_paper"])  # paper suite
-    eps: Eps = 0.031                     # L-inf radius of the evaluation attacks, in pixels
+    eps: Eps = Eps(0.031)                # L-inf radius of the evaluation attacks, in pixels
     n_eval: Optional[int] = None         # test images to evaluate; None = all
     batch_size: int = 250                # test images per attack batch
     noise: bool = True                   # the paper keeps the block noise on at test time
     precision: str = "fp32"              # attacks in fp32 by default (honest gradients)
     seed: int = 0                        # seed of the attacks' random starts and noise
-    attack_args: dict = field(default_factory=dict)  # e.g. {ifgsm: {steps: 20}}
+    attack_args: dict = field(default_factory=dict)  # e.g. {pgd: {steps: 100}}, checked per attack
     suite: str = "paper"                 # paper | quick | strong | autoattack (docs/robustness.md)
     eot_samples: Optional[int] = None    # EOT gradient samples on a random model; None: suite's
     draws: Optional[int] = None          # forward draws for a random model's accuracy; None: suite's
@@ -124,7 +124,8 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain values (epsilons as the user wrote them), ready for YAML or JSON."""
+        return spelling(dataclasses.asdict(self))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -134,7 +135,7 @@ class RunConfig:
 
 def _type_name(tp: Any) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             dict: "a mapping"}
+             dict: "a mapping", Eps: "a number or a fraction like 8/255"}
     if tp in names:
         return names[tp]
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -166,6 +167,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+    elif tp is Eps:
+        try:
+            return Eps(value)
+        except ValueError:
+            pass
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -222,8 +228,9 @@ def set_override(data: dict, assignment: str) -> None:
 
 
 def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | list[str] = (),
-                base: Optional[dict] = None) -> RunConfig:
+                base: Optional[dict] = None, updates: Optional[dict] = None) -> RunConfig:
     """Read a YAML config (or start from ``base`` / the defaults), apply ``--set`` overrides,
+    then ``updates`` (typed values from a program, e.g. ``{"eval": {"suite": "strong"}}``),
     check types and ranges, and return the ``RunConfig``."""
     data: dict = dict(base or {})
     if path is not None:
@@ -244,6 +251,7 @@ def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | 
         data = _merge(data, loaded)
     for item in overrides:
         set_override(data, item)
+    data = _merge(data, updates or {})
     cfg = _from_dict(RunConfig, data)
     validate(cfg)
     return cfg
@@ -263,18 +271,11 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _eps(value: Eps, key: str, positive: bool = False) -> float:
-    from .attacks.base import parse_eps
-    try:
-        v = parse_eps(value)
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"config key '{key}' must be a number or a fraction like 8/255, "
-                          f"got {value!r}") from None
-    _check(v > 0 if positive else v >= 0,
-           f"config key '{key}' must be {'> 0' if positive else '>= 0'} (pixels in [0, 1]), got {value!r}")
-    _check(v <= 1, f"config key '{key}' is {value!r}, more than the whole [0, 1] pixel range; "
-                   f"write pixel units such as 0.031 or 8/255")
-    return v
+def _eps(value: Eps, key: str, positive: bool = False) -> None:
+    _check(value > 0 if positive else value >= 0,
+           f"config key '{key}' must be {'> 0' if positive else '>= 0'} (pixels in [0, 1]), got {value}")
+    _check(value <= 1, f"config key '{key}' is {value}, more than the whole [0, 1] pixel range; "
+                       f"write pixel units such as 0.031 or 8/255")
 
 
 def validate(cfg: RunConfig) -> None:
@@ -360,6 +361,9 @@ def validate(cfg: RunConfig) -> None:
     _check(e.suite in SUITES, f"eval.suite must be one of {', '.join(SUITES.names())}, got {e.suite!r}")
     _check(e.eot_samples is None or e.eot_samples >= 1, f"eval.eot_samples must be >= 1 or null, got {e.eot_samples}")
     _check(e.draws is None or e.draws >= 1, f"eval.draws must be >= 1 or null, got {e.draws}")
-    for name, args in e.attack_args.items():
-        _check(name in ATTACKS and isinstance(args, dict),
-               f"eval.attack_args must map attack names to their settings, got {name!r}: {args!r}")
+    from .attacks.base import check_attack_args
+    try:
+        e.attack_args = {name: check_attack_args(name, args, e.eps)
+                         for name, args in e.attack_args.items()}
+    except ValueError as err:
+        raise ConfigError(str(err)) from None

@@ -116,8 +116,9 @@ def _type_text(tp: Any) -> str:
 
 
 def _default(f: dataclasses.Field) -> Any:
+    from .eps import spelling
     if f.default is not dataclasses.MISSING:
-        return f.default
+        return spelling(f.default) if isinstance(f.default, float) else f.default
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
         return f.default_factory()  # type: ignore[misc]
     return None

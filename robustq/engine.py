@@ -33,8 +33,7 @@ from .build import Arch, build_model
 from .checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION, MODEL_FORMAT, atomic_write, load, save
 from .config import RunConfig
 from .errors import ConfigError
-from .data import Batches, ImageData, load_dataset, stratified_split
-from .evaluate import robust_accuracy
+from .data import Batches, ImageData, load_dataset, stratified_split, to_pixels
 from .guard import overfitting
 from .losses import OBJECTIVES
 from .progress import Progress
@@ -102,10 +101,11 @@ def batches_per_epoch(n_batches: int, cfg: RunConfig) -> int:
 
 
 def validate(model: nn.Module, s: Setup, device, precision: str, channels_last: bool, epoch: int,
-             bar: Optional[Progress] = None) -> dict:
+             progress: bool = False) -> dict:
     """Clean, PGD and FGSM accuracy of the truly quantized model (u = Q(w)) on the validation
-    split (FGSM next to PGD is what reveals catastrophic overfitting, ``guard.py``); ``bar``
-    (the epoch's progress) shows its batches."""
+    split, by the evaluation engine (robust: correct on the clean image and under the attack;
+    FGSM next to PGD is what reveals catastrophic overfitting, ``guard.py``)."""
+    from .robustness import run_attacks
     if len(s.val) == 0:
         return {"val_acc": math.nan, "val_robust_acc": math.nan, "val_fgsm_acc": math.nan}
     a = s.cfg.adv
@@ -113,16 +113,19 @@ def validate(model: nn.Module, s: Setup, device, precision: str, channels_last: 
     fgsm = make_attack("fgsm", eps=a.eps)
     lam = next((m.lam for m in model.modules() if hasattr(m, "lam")), None)
     set_relaxation(model, None)   # evaluate exactly Q(w), whatever the phase
+    was_training = model.training
+    model.eval()
+    x, y = to_pixels(s.val.images, device, channels_last), s.val.labels.to(device)
     # a separate, fixed random stream: validation never perturbs the training stream
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(s.cfg.seed * 1000 + epoch)
-        masks = robust_accuracy(model, s.val, {"val_acc": None, "val_robust_acc": pgd,
-                                               "val_fgsm_acc": fgsm},
-                                batch_size=256, device=device, precision=precision,
-                                channels_last=channels_last,
-                                on_batch=bar.validation(-(-len(s.val) // 256)) if bar else None)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            autocast(precision, device):
+        out = run_attacks(model, x, y, {"pgd": pgd, "fgsm": fgsm}, draws=1, batch_size=256,
+                          seed=s.cfg.seed * 1000 + epoch, log=lambda _: None, progress=progress,
+                          desc="validation")
+    model.train(was_training)
     set_relaxation(model, lam)
-    return {k: float(v.float().mean()) for k, v in masks.items()}
+    acc = {k: float(v.double().mean()) for k, v in out.correct.items()}
+    return {"val_acc": acc["natural"], "val_robust_acc": acc["pgd"], "val_fgsm_acc": acc["fgsm"]}
 
 
 def model_file(model: nn.Module, s: Setup, epoch: int, val: dict, provisional: bool = False) -> dict:
@@ -288,7 +291,7 @@ def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool =
             bar.update(len(y) * step.replay, lambda: {"loss": float(stats[0] / stats[3]),
                                                       "acc": float(stats[acc_slot] / stats[3])})
         seconds = time.perf_counter() - started
-        val = validate(model, s, device, precision, t.channels_last, epoch, bar)
+        val = validate(model, s, device, precision, t.channels_last, epoch, progress)
         c = stats.tolist()
         row = {"epoch": epoch + 1, "phase": s.relax.phase(epoch),
                "lam": "" if lam is None else f"{lam:.6g}", "lr": f"{lr:.6g}",

@@ -98,3 +98,33 @@ class Progress:
         elif self.enabled:
             self.stream.write(self.line() + "\n")
             self.stream.flush()
+
+
+class WorkBar:
+    """A tqdm bar over units of work (evaluation: gradient and forward passes x examples),
+    with the time left; lines logged meanwhile appear above it. Shown on a terminal only."""
+
+    def __init__(self, total: float, desc: str, enabled: bool = True) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        self.bar = tqdm(total=max(total, 1e-9), desc=desc, leave=False, dynamic_ncols=True,
+                        disable=None if enabled else True,   # None: only on a terminal
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+
+    def update(self, work: float) -> None:
+        self.bar.update(work)
+
+    def set_description(self, desc: str) -> None:
+        self.bar.set_description(desc, refresh=False)
+
+    def write(self, line: str, log: Callable[[str], None] = print) -> None:
+        with self._tqdm.external_write_mode():
+            log(line)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def work_bar(total: float, desc: str, enabled: bool = True) -> WorkBar:
+    return WorkBar(total, desc, enabled)

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustq.attacks import ATTACKS, make_attack, parse_eps
+from robustq.attacks import ATTACKS, make_attack
+from robustq.eps import Eps
 from robustq.data import load_dataset
 from robustq.models import enresnet
 
@@ -83,7 +84,11 @@ def test_eps_is_kept_as_written():
     a = make_attack("ifgsm", eps="8/255", alpha="1/255")
     assert a.eps == pytest.approx(8 / 255) and a.alpha == pytest.approx(1 / 255)
     assert "eps='8/255'" in repr(a) and "alpha='1/255'" in repr(a)
-    assert parse_eps("0.031") == 0.031 and parse_eps(0.5) == 0.5
+    assert Eps("0.031") == 0.031 and Eps(0.5) == 0.5 and Eps("8/255").spec == "8/255"
+    assert isinstance(a.eps, float) and 2 * a.eps == pytest.approx(16 / 255)
+    for bad in ("8/0", "eight", "", True, None, "nan"):
+        with pytest.raises(ValueError):
+            Eps(bad)
     with pytest.raises(ValueError):
         make_attack("fgsm", eps=-0.1)
 

@@ -153,7 +153,7 @@ def test_ctrl_c_before_an_epoch_finished_leaves_nothing_behind(tmp_path, monkeyp
 
 def test_ctrl_c_during_the_evaluation_after_training(tmp_path, monkeypatch, capsys):
     import robustq.evaluate
-    _interrupt_at(monkeypatch, (robustq.evaluate, "robust_accuracy"))  # engine keeps its own
+    _interrupt_at(monkeypatch, (robustq.evaluate, "evaluate"))
     out = tmp_path / "r"
     assert main(["run", "--out", str(out), "--quiet", "--threads", "1", *sets(TINY)]) == 130
     err = capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from robustq.config import RunConfig, load_config
 from robustq.errors import ConfigError
@@ -35,9 +36,20 @@ def test_defaults_are_the_papers():
 def test_overrides_are_parsed_as_yaml_and_eps_kept_as_written():
     cfg = load_config(None, ["train.epochs=7", "adv.eps=8/255", "eval.n_eval=null",
                              "eval.attacks=[fgsm]", "train.channels_last=false"])
-    assert cfg.train.epochs == 7 and cfg.adv.eps == "8/255" and cfg.eval.n_eval is None
+    assert cfg.train.epochs == 7 and cfg.eval.n_eval is None
+    assert cfg.adv.eps == pytest.approx(8 / 255) and cfg.adv.eps.spec == "8/255"  # parsed once
+    assert isinstance(cfg.adv.eps, float) and isinstance(cfg.adv.step, float)
     assert cfg.eval.attacks == ["fgsm"] and cfg.train.channels_last is False
-    assert "8/255" in cfg.to_yaml()
+    assert "eps: 8/255" in cfg.to_yaml() and "eps: 0.031" in cfg.to_yaml()
+    again = load_config(None, base=yaml.safe_load(cfg.to_yaml()))   # the saved config.yaml
+    assert again.adv.eps.spec == "8/255" and again.eval.eps.spec == 0.031
+
+
+def test_attack_args_are_checked_against_each_attack_and_parsed_once():
+    cfg = load_config(None, ["eval.attack_args={pgd: {steps: 3, alpha: 2/255}, ifgsm: {steps: 5}}"])
+    pgd = cfg.eval.attack_args["pgd"]
+    assert pgd["steps"] == 3 and pgd["alpha"] == pytest.approx(2 / 255) and pgd["alpha"].spec == "2/255"
+    assert "alpha: 2/255" in cfg.to_yaml()
 
 
 @pytest.mark.parametrize("override,message", [
@@ -58,6 +70,16 @@ def test_overrides_are_parsed_as_yaml_and_eps_kept_as_written():
     ("device=tpu", "device must be auto, cpu, cuda"),
     ("train.milestones=[0.8, 0.4]", "increasing fractions"),
     ("train.max_batches=0", "train.max_batches must be >= 1"),
+    ("eval.eps=eight", "'eval.eps' must be a number or a fraction like 8/255"),
+    ("eval.eps=8/0", "'eval.eps' must be a number or a fraction like 8/255"),
+    ("eval.attack_args={pgdd: {steps: 3}}", "'pgdd', which is not an attack (did you mean 'pgd'?)"),
+    ("eval.attack_args={pgd: {stpes: 3}}", "eval.attack_args.pgd: pgd has no setting 'stpes' (did you mean 'steps'?)"),
+    ("eval.attack_args={pgd: {steps: 0}}", "eval.attack_args.pgd: pgd needs steps >= 1"),
+    ("eval.attack_args={pgd: {steps: many}}", "eval.attack_args.pgd: invalid literal"),
+    ("eval.attack_args={pgd: {alpha: 1/0}}", "eval.attack_args.pgd.alpha: expected a number"),
+    ("eval.attack_args={pgd: {eps: 0.1}}", "use eval.eps"),
+    ("eval.attack_args={fgsm: 3}", "eval.attack_args.fgsm must be a mapping"),
+    ("eval.attack_args={pgd: {loss: hinge}}", "pgd loss must be one of"),
 ])
 def test_bad_values_fail_with_one_sentence(override, message):
     if message is None:

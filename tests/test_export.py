@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 import robustq
 from robustq.errors import CheckpointError
-from robustq.evaluate import load_any_model
+from robustq.build import load_any_model
 from robustq.efficiency.export import load_packed, write_packed
 from robustq.models import set_noise
 from robustq.efficiency.packing import code_bits, pack_codes, packed_nbytes, recover_codes, unpack_codes
@@ -163,7 +163,7 @@ def test_malformed_truncated_and_foreign_files(good_file, tmp_path):
     with pytest.raises(CheckpointError, match="not JSON"):
         load_packed(tmp_path / "broken.safetensors")
     save_file({"w": torch.zeros(2)}, tmp_path / "foreign.safetensors")
-    with pytest.raises(CheckpointError, match="not a robustq model"):
+    with pytest.raises(CheckpointError, match="without robustq's metadata.*--model MODULE:FACTORY"):
         load_packed(tmp_path / "foreign.safetensors")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_packed(tmp_path / "missing.safetensors")

@@ -116,5 +116,7 @@ def test_eval_cli_runs_a_suite_and_keeps_the_paper_record(tmp_path, capsys):
     for key in ("dataset", "model", "natural_acc", "attacks", "robust_acc_worst", "n_eval",
                 "natural_acc_noise_off", "params", "version"):
         assert key in r, key
-    assert json.loads((tmp_path / "r-paper.json").read_text())["suite"] == "paper"
+    records = sorted(tmp_path.glob("r.eval-*.json"))   # one per evaluation; the refused one wrote none
+    assert [json.loads(p.read_text())["suite"] for p in records] == ["paper", "quick"]
+    assert json.loads(records[1].read_text()) == r   # results.json is the latest record
     assert (tmp_path / "r.curve.png").is_file()

@@ -45,6 +45,9 @@ class _APGD(Attack):
         if self.steps < 1 or self.restarts < 1 or not 0 < self.rho < 1:
             raise ValueError(f"{self.name} needs steps >= 1, restarts >= 1 and 0 < rho < 1")
 
+    def cost(self) -> tuple[float, float]:
+        return float(self.steps * self.restarts * self.eot_samples), float(self.restarts)
+
     def perturb(self, model, x, y):
         require_pyautoattack()
         from pyautoattack.autopgd_base import APGDAttack

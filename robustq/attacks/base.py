@@ -13,7 +13,10 @@
   (expectation over transformation); the default of 1 is the paper's protocol;
 * ``repr`` lists every hyperparameter.
 
-Subclasses implement ``perturb(model, x, y)``; ``__call__`` wraps it in the contract.
+Subclasses implement ``perturb(model, x, y)``; ``__call__`` wraps it in the contract. They
+also say what the evaluation engine needs to know before it starts: ``white_box`` (it needs
+the model's gradients), ``requires`` (an optional package, checked before any work) and
+``cost()`` (gradient and forward passes per example, for the time estimate).
 
 For code written against torchattacks, where an attack owns its model and is called as
 ``atk(images, labels)``, ``bind`` gives that shape::
@@ -23,33 +26,28 @@ For code written against torchattacks, where an attack owns its model and is cal
 """
 from __future__ import annotations
 
-from typing import Callable
+import difflib
+import inspect
+import typing
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
+from ..eps import Eps
 from ..registry import Registry
 
 ATTACKS: Registry[type] = Registry("attack")
 
 
-def parse_eps(value) -> float:
-    """``0.031``, ``"0.031"`` or ``"8/255"`` -> float (configs keep the user's spelling)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
-    if "/" in text:
-        num, den = text.split("/", 1)
-        return float(num) / float(den)
-    return float(text)
-
-
 class Attack:
     name = "attack"
+    white_box = True                 # needs the model's gradients
+    requires: Optional[str] = None   # an optional package it imports, e.g. "pyautoattack"
 
-    def __init__(self, eps=0.031, *, model_mode: str = "eval", eot_samples: int = 1) -> None:
-        self.eps_spec = eps
-        self.eps = parse_eps(eps)
+    def __init__(self, eps: Eps = Eps(0.031), *, model_mode: str = "eval",
+                 eot_samples: int = 1) -> None:
+        self.eps = Eps(eps)  # a float; a spelling such as "8/255" is parsed here, once
         if self.eps < 0:
             raise ValueError(f"attack eps must be >= 0, got {eps}")
         if model_mode not in ("eval", "train", "keep"):
@@ -119,11 +117,17 @@ class Attack:
             return grad, logits
         return grad.div_(self.eot_samples), logits.div_(self.eot_samples)
 
+    def cost(self) -> tuple[float, float]:
+        """``(gradient passes, forward passes)`` per attacked example, at most."""
+        return float(self.eot_samples), 0.0
+
+    def extras(self, n: int) -> dict:
+        """Keys this attack adds to the results record after its run on ``n`` examples."""
+        return {}
+
     def hparams(self) -> dict:
-        """Every hyperparameter; values given as text ("8/255") are shown as given."""
-        h = {k: v for k, v in vars(self).items() if not k.endswith("_spec")}
-        h.update({k[:-5]: v for k, v in vars(self).items() if k.endswith("_spec")})
-        return h
+        """Every hyperparameter; epsilons and steps are shown as the user wrote them."""
+        return dict(vars(self))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
@@ -153,3 +157,55 @@ class BoundAttack:
 def make_attack(name: str, **kwargs) -> Attack:
     """Build a registered attack by name with keyword hyperparameters."""
     return ATTACKS.get(name)(**kwargs)
+
+
+# settings an evaluation sets for every attack at once, never per attack
+_SHARED = {"eps": "eval.eps", "eot_samples": "eval.eot_samples (--eot)",
+           "surrogate": "--surrogate MODEL_FILE"}
+
+
+def attack_params(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword hyperparameters of an attack class, its bases' included."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        for p in list(inspect.signature(klass.__init__).parameters.values())[1:]:
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                params.setdefault(p.name, p)
+    return params
+
+
+def check_attack_args(name: str, args, eps: Eps) -> dict:
+    """``eval.attack_args[name]`` checked against the attack's signature and built once;
+    returns the settings with step sizes parsed to ``Eps``. Raises one ValueError sentence."""
+    where = f"eval.attack_args.{name}"
+    if name not in ATTACKS:
+        close = difflib.get_close_matches(str(name), ATTACKS.names(), n=1)
+        raise ValueError(f"eval.attack_args names {name!r}, which is not an attack"
+                         + (f" (did you mean {close[0]!r}?)" if close else
+                            f"; choose from {', '.join(ATTACKS.names())}"))
+    if not isinstance(args, dict):
+        raise ValueError(f"{where} must be a mapping of settings such as {{steps: 20}}, got {args!r}")
+    cls, out = ATTACKS.get(name), {}
+    params = attack_params(cls)
+    hints = typing.get_type_hints(cls.__init__)
+    for key, value in args.items():
+        if key in _SHARED:
+            raise ValueError(f"{where}.{key}: {key} is set for every attack at once; use {_SHARED[key]}")
+        if key not in params:
+            known = [k for k in params if k not in _SHARED]
+            close = difflib.get_close_matches(str(key), known, n=1)
+            raise ValueError(f"{where}: {name} has no setting {key!r}"
+                             + (f" (did you mean {close[0]!r}?)" if close else
+                                f"; its settings are {', '.join(known)}"))
+        try:
+            eps_like = hints.get(key) is Eps or Eps in typing.get_args(hints.get(key))
+            out[key] = Eps(value) if eps_like and value is not None else value
+        except ValueError as e:
+            raise ValueError(f"{where}.{key}: {e}") from None
+    try:
+        cls(eps=eps, **out)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return out

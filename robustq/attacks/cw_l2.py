@@ -48,6 +48,10 @@ class CWL2(Attack):
         if self.initial_const <= 0 or self.kappa < 0:
             raise ValueError("cw_l2 needs initial_const > 0 and kappa >= 0")
 
+    def cost(self) -> tuple[float, float]:
+        n = self.binary_steps * self.steps
+        return float(n * self.eot_samples), float(n)
+
     def perturb(self, model, x, y):
         n = x.shape[0]
         lo = torch.zeros(n, device=x.device)

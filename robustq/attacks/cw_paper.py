@@ -38,6 +38,9 @@ class CWPaper(Attack):
         if self.steps < 1 or self.lr <= 0 or self.c < 0:
             raise ValueError("cw_paper needs steps >= 1, lr > 0 and c >= 0")
 
+    def cost(self) -> tuple[float, float]:
+        return float(self.steps * self.eot_samples), 1.0
+
     def perturb(self, model, x, y):
         with torch.no_grad():
             z0 = model(x)

@@ -13,10 +13,13 @@ catastrophic overfitting likely, as the paper shows; the engine's guard watches 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
-from .base import ATTACKS, Attack, parse_eps
+from ..eps import Eps
+from .base import ATTACKS, Attack
 
 
 @ATTACKS.register("fgsm_rs")
@@ -25,10 +28,9 @@ class FGSMRS(Attack):
     Defaults: eps 0.031, alpha 1.25 eps."""
     name = "fgsm_rs"
 
-    def __init__(self, eps=0.031, alpha=None, **kw) -> None:
+    def __init__(self, eps: Eps = Eps(0.031), alpha: Optional[Eps] = None, **kw) -> None:
         super().__init__(eps, **kw)
-        self.alpha_spec = alpha
-        self.alpha = 1.25 * self.eps if alpha is None else parse_eps(alpha)
+        self.alpha = 1.25 * self.eps if alpha is None else Eps(alpha)
         if self.alpha <= 0 and self.eps > 0:
             raise ValueError("fgsm_rs needs alpha > 0")
 

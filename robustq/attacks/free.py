@@ -25,7 +25,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .base import ATTACKS, Attack, parse_eps
+from ..eps import Eps
+from .base import ATTACKS, Attack
 
 
 class FreeReplay:
@@ -59,13 +60,16 @@ class Free(Attack):
     Defaults: eps 0.031, replay 8, alpha eps."""
     name = "free"
 
-    def __init__(self, eps=0.031, replay: int = 8, alpha=None, **kw) -> None:
+    def __init__(self, eps: Eps = Eps(0.031), replay: int = 8, alpha: Optional[Eps] = None,
+                 **kw) -> None:
         super().__init__(eps, **kw)
         self.replay = int(replay)
-        self.alpha_spec = alpha
-        self.alpha = self.eps if alpha is None else parse_eps(alpha)
+        self.alpha = self.eps if alpha is None else Eps(alpha)
         if self.replay < 1:
             raise ValueError(f"free needs replay m >= 1, got {replay}")
+
+    def cost(self) -> tuple[float, float]:
+        return float(self.replay * self.eot_samples), 0.0
 
     def perturb(self, model, x, y):
         x_adv = x.clone()

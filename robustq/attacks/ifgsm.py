@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from .base import ATTACKS, Attack, parse_eps
+from ..eps import Eps
+from .base import ATTACKS, Attack
 
 
 @ATTACKS.register("ifgsm")
@@ -15,11 +16,14 @@ class IFGSM(Attack):
     Defaults: eps 0.031, alpha 1/255, steps 20."""
     name = "ifgsm"
 
-    def __init__(self, eps=0.031, alpha="1/255", steps: int = 20, **kw) -> None:
+    def __init__(self, eps: Eps = Eps(0.031), alpha: Eps = Eps("1/255"), steps: int = 20, **kw) -> None:
         super().__init__(eps, **kw)
-        self.alpha_spec, self.alpha, self.steps = alpha, parse_eps(alpha), int(steps)
+        self.alpha, self.steps = Eps(alpha), int(steps)
         if self.steps < 1 or self.alpha <= 0:
             raise ValueError("ifgsm needs steps >= 1 and alpha > 0")
+
+    def cost(self) -> tuple[float, float]:
+        return float(self.steps * self.eot_samples), 0.0
 
     def perturb(self, model, x, y):
         x_adv = x.clone()

@@ -13,10 +13,13 @@ gradient per example, like FGSM). ``radius`` states that bound for the attack co
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
-from .base import ATTACKS, Attack, parse_eps
+from ..eps import Eps
+from .base import ATTACKS, Attack
 
 
 @ATTACKS.register("n_fgsm")
@@ -25,10 +28,10 @@ class NFGSM(Attack):
     unprojected. Defaults: eps 0.031, alpha eps, k 2."""
     name = "n_fgsm"
 
-    def __init__(self, eps=0.031, alpha=None, k: float = 2.0, **kw) -> None:
+    def __init__(self, eps: Eps = Eps(0.031), alpha: Optional[Eps] = None, k: float = 2.0,
+                 **kw) -> None:
         super().__init__(eps, **kw)
-        self.alpha_spec = alpha
-        self.alpha = self.eps if alpha is None else parse_eps(alpha)
+        self.alpha = self.eps if alpha is None else Eps(alpha)
         self.k = float(k)
         if self.k < 0 or self.alpha < 0:
             raise ValueError("n_fgsm needs k >= 0 and alpha >= 0")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import ATTACKS, Attack, parse_eps
+from ..eps import Eps
+from .base import ATTACKS, Attack
 
 
 def cw_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -38,16 +39,19 @@ class PGD(Attack):
     paper's training attack, eps 0.031, alpha 0.007, steps 10, restarts 1, loss "ce"."""
     name = "pgd"
 
-    def __init__(self, eps=0.031, alpha=0.007, steps: int = 10, random_start: bool = True,
-                 restarts: int = 1, loss: str = "ce", **kw) -> None:
+    def __init__(self, eps: Eps = Eps(0.031), alpha: Eps = Eps(0.007), steps: int = 10,
+                 random_start: bool = True, restarts: int = 1, loss: str = "ce", **kw) -> None:
         super().__init__(eps, **kw)
-        self.alpha_spec, self.alpha = alpha, parse_eps(alpha)
+        self.alpha = Eps(alpha)
         self.steps, self.random_start, self.restarts = int(steps), bool(random_start), int(restarts)
         if loss not in LOSSES:
             raise ValueError(f"pgd loss must be one of {sorted(LOSSES)}, got {loss!r}")
         if self.steps < 1 or self.restarts < 1 or self.alpha <= 0:
             raise ValueError("pgd needs steps >= 1, restarts >= 1 and alpha > 0")
         self.loss = loss
+
+    def cost(self) -> tuple[float, float]:
+        return float(self.steps * self.restarts * self.eot_samples), float(self.restarts)
 
     def _one_run(self, model, x, y):
         loss_fn = LOSSES[self.loss]

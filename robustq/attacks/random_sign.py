@@ -19,12 +19,16 @@ class RandomSign(Attack):
     """Random corners of the eps-ball (Carlini et al., 2019, section 5), a gradient-free
     baseline for the masking checks. Defaults: eps 0.031, tries 20."""
     name = "random_sign"
+    white_box = False
 
     def __init__(self, eps=0.031, tries: int = 20, **kw) -> None:
         super().__init__(eps, **kw)
         self.tries = int(tries)
         if self.tries < 1:
             raise ValueError("random_sign needs tries >= 1")
+
+    def cost(self) -> tuple[float, float]:
+        return 0.0, float(self.tries)
 
     @torch.no_grad()
     def perturb(self, model, x, y):

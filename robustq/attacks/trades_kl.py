@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import ATTACKS, Attack, parse_eps
+from ..eps import Eps
+from .base import ATTACKS, Attack
 
 
 @ATTACKS.register("trades_kl")
@@ -21,11 +22,14 @@ class TradesKL(Attack):
     eps 0.031, alpha 0.007, steps 10, start ``x + 0.001 N(0, I)``."""
     name = "trades_kl"
 
-    def __init__(self, eps=0.031, alpha=0.007, steps: int = 10, **kw) -> None:
+    def __init__(self, eps: Eps = Eps(0.031), alpha: Eps = Eps(0.007), steps: int = 10, **kw) -> None:
         super().__init__(eps, **kw)
-        self.alpha_spec, self.alpha, self.steps = alpha, parse_eps(alpha), int(steps)
+        self.alpha, self.steps = Eps(alpha), int(steps)
         if self.steps < 1 or self.alpha <= 0:
             raise ValueError("trades_kl needs steps >= 1 and alpha > 0")
+
+    def cost(self) -> tuple[float, float]:
+        return float(self.steps * self.eot_samples), 1.0
 
     def perturb(self, model, x, y):
         with torch.no_grad():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-from .base import Attack, make_attack, parse_eps
+from .base import Attack, make_attack
 from .free import FreeReplay
 
 TRAINING_ATTACKS = ("pgd", "fgsm_rs", "n_fgsm", "free")
@@ -33,12 +33,8 @@ def check_training_attack(cfg) -> Optional[str]:
         return f"adv.replay (free AT's minibatch replays m) must be >= 1, got {a.replay}"
     if not 0 <= a.noise_k <= 16:
         return f"adv.noise_k (N-FGSM's noise U[-k eps, k eps]) must be in [0, 16], got {a.noise_k}"
-    if a.fast_step is not None:
-        try:
-            step = parse_eps(a.fast_step)
-        except (ValueError, ZeroDivisionError):
-            step = -1.0
-        if not 0 < step <= 1:
+    if a.fast_step is not None:   # an Eps, parsed when the config was read
+        if not 0 < a.fast_step <= 1:
             return (f"adv.fast_step must be null (the method's paper default) or a step in "
                     f"(0, 1] pixel units such as 10/255, got {a.fast_step!r}")
     return None
@@ -57,5 +53,4 @@ def training_attack(cfg, objective_attack: Optional[str]) -> Union[Attack, FreeR
         return make_attack("fgsm_rs", eps=a.eps, alpha=a.fast_step, model_mode=a.bn_mode)
     if a.attack == "n_fgsm":
         return make_attack("n_fgsm", eps=a.eps, alpha=a.fast_step, k=a.noise_k, model_mode=a.bn_mode)
-    step = None if a.fast_step is None else parse_eps(a.fast_step)
-    return FreeReplay(parse_eps(a.eps), step)
+    return FreeReplay(a.eps, a.fast_step)

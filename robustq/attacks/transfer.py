@@ -21,7 +21,8 @@ from typing import Optional
 from torch import nn
 
 from ..models.enresnet import BlockNoise
-from .base import ATTACKS, Attack, make_attack, parse_eps
+from ..eps import Eps
+from .base import ATTACKS, Attack, make_attack
 
 
 @ATTACKS.register("transfer")
@@ -31,15 +32,22 @@ class Transfer(Attack):
     never used. Default surrogate: the attacked model with its block noise off."""
     name = "transfer"
 
-    def __init__(self, eps=0.031, surrogate: Optional[nn.Module] = None, inner: str = "pgd",
+    def __init__(self, eps: Eps = Eps(0.031), surrogate: Optional[nn.Module] = None, inner: str = "pgd",
                  inner_args: Optional[dict] = None, **kw) -> None:
         super().__init__(eps, **kw)
         if inner == "transfer":
             raise ValueError("transfer cannot use itself as the inner attack")
-        args = {"steps": 20, "alpha": parse_eps(eps) / 4} if inner == "pgd" else {}
+        args = {"steps": 20, "alpha": Eps(eps) / 4} if inner == "pgd" else {}
         args.update(inner_args or {})
         self.surrogate = surrogate
         self.inner = make_attack(inner, eps=eps, **args)
+
+    @property
+    def white_box(self) -> bool:  # crafting on the model itself (noise off) needs its gradients
+        return self.surrogate is None
+
+    def cost(self) -> tuple[float, float]:
+        return self.inner.cost()
 
     def perturb(self, model, x, y):
         if self.surrogate is not None:

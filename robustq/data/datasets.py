@@ -136,7 +136,11 @@ def user_data_dir() -> Path:
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """The registered dataset ``name``; a DataError listing the known ones otherwise."""
+    """The registered dataset ``name`` (or the spec of a ``folder:`` / ``npz:`` dataset,
+    read to build it); a DataError listing the known ones otherwise."""
+    from .own import load_own, own_kind
+    if own_kind(name) is not None:
+        return load_own(name)[2]
     try:
         return DATASETS.get(name)
     except KeyError as e:

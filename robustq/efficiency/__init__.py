@@ -6,5 +6,6 @@
 * ``packing``   1/2/m-bit codes packed into bytes
 * ``export``    the packed ``.safetensors`` file (and ONNX), and its loader
 * ``figures``   per-layer sparsity and channel plots (matplotlib, optional)
-* ``pipeline``  the ``sparsity`` / ``prune`` / ``export`` verbs as library functions
+* ``pipeline``  the ``sparsity`` / ``prune`` / ``export`` verbs as library functions, and the
+                sparsity / pruning keys ``robustq eval`` merges into ``results.json``
 """

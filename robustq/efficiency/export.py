@@ -107,7 +107,9 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise _fail(path, f"is not a readable safetensors file (truncated or corrupt: "
                           f"{str(e).splitlines()[0][:100] if str(e) else type(e).__name__})") from None
     if raw is None:
-        raise _fail(path, "is a safetensors file but not a robustq model (no robustq metadata)")
+        raise CheckpointError(f"{path} is a safetensors file without robustq's metadata; to "
+                              f"evaluate your own network's weights pass --model MODULE:FACTORY "
+                              f"--weights {path} --dataset NAME")
     try:
         header = json.loads(raw)
     except json.JSONDecodeError:

@@ -1,8 +1,9 @@
-"""The efficiency verbs as library functions: analyse, prune and export a run or model file.
+"""The efficiency verbs as library functions: analyse, prune and export a run or model file,
+and the efficiency keys the ``eval`` verb merges into its results (``efficiency_keys``).
 
-Each takes a run directory (its ``model.pt``) or a model file (``model.pt`` or an exported
-``.safetensors``), writes its files next to it unless told otherwise, and returns a dict
-with what it measured; ``cli.py`` prints it.
+Each verb takes a run directory (its ``model.pt``) or a model file (``model.pt`` or an
+exported ``.safetensors``), writes its files next to it unless told otherwise, and returns a
+dict with what it measured; ``cli.py`` prints it.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..build import load_any_model, quantized_layers
 from ..errors import CheckpointError, RobustqError
-from ..evaluate import quantized_layers
 from ..models import noise_state
 
 
@@ -31,9 +32,30 @@ def resolve(target: str | Path) -> tuple[Path, Path]:
 
 
 def _load(path: Path) -> tuple[nn.Module, dict]:
-    from ..evaluate import load_any_model
     model, meta = load_any_model(path, "cpu")
     return model.eval(), meta
+
+
+def efficiency_keys(model: nn.Module, meta: dict) -> dict:
+    """The results keys for sparsity and pruning, from one sparsity report: weight, channel
+    and filter sparsity with counts and per layer; for robustq's own models also what
+    pruning removes and the parameters and FLOPs before and after. A foreign model's
+    sparsities are over all its convolutions; an ONNX model has none (None)."""
+    from .prune import efficiency_record
+    from .sparsity import sparsity_report
+    if not any(True for _ in model.parameters()):
+        return {"weight_sparsity": None, "channel_sparsity": None, "filter_sparsity": None}
+    if meta.get("foreign"):
+        layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    else:
+        layers = quantized_layers(meta)
+    sp = sparsity_report(model, layers)
+    keys = {"weight_sparsity": sp["weight_sparsity"], "channel_sparsity": sp["channel_sparsity"],
+            "filter_sparsity": sp["filter_sparsity"], "sparsity_counts": sp["counts"],
+            "per_layer": sp["per_layer"]}
+    if not meta.get("foreign"):
+        keys.update(efficiency_record(model, meta, layers, sp))
+    return keys
 
 
 def _dense_or_pruned(model: nn.Module, meta: dict, align: int = 1) -> tuple[nn.Module, dict, dict]:
@@ -115,6 +137,10 @@ def prune_to_file(target: str | Path, out: Optional[str | Path] = None, pack: bo
 def export_to_file(target: str | Path, out: Optional[str | Path] = None, onnx: bool = False,
                    align: int = 1) -> dict:
     """``robustq export``: the pruned, packed file (and optionally ONNX, checked)."""
+    if onnx:  # before any work
+        from ..errors import require
+        require("onnx", "ONNX export (--onnx)")
+        require("onnxruntime", "checking the ONNX export (--onnx)")
     r = prune_to_file(target, out or f"{resolve(target)[1]}.safetensors", pack=True, align=align)
     if onnx:
         from .export import export_onnx, load_packed

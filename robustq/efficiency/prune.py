@@ -256,14 +256,12 @@ def format_prune_report(r: dict) -> str:
             f"({100 * r['flops_ratio']:.1f}%)")
 
 
-def efficiency_record(model: nn.Module, meta: dict, layers: list[str]) -> dict:
-    """Flat ``results.json`` keys: what pruning removes and the sizes before and after.
+def efficiency_record(model: nn.Module, meta: dict, layers: list[str], sp: dict) -> dict:
+    """Flat ``results.json`` keys: what pruning removes and the sizes before and after
+    (``sp``: the model's ``sparsity_report``).
 
     For an already pruned model (an exported file) ``params_pruned`` is its own size and the
     dense-model figures are absent (None)."""
-    from .sparsity import sparsity_report
-
-    sp = sparsity_report(model, layers)
     rec = {k: sp[k] for k in ("removable_slices", "gathered_slices", "removable_channels",
                               "constant_channels")}
     cpu = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format)

@@ -57,11 +57,19 @@ def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
     return zero / max(x.shape[0], 1)
 
 
-def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, *,
+def probe_attacks(eps: float, eot_samples: int, surrogate: Optional[nn.Module] = None) -> dict:
+    """The checks' own attacks: PGD at eps 0.5 and PGD-10 at eps, random corners, transfer."""
+    pgd = lambda e, steps: make_attack("pgd", eps=e, alpha=e / 4, steps=steps, eot_samples=eot_samples)
+    return {"large_eps": pgd(LARGE_EPS, 20), "pgd10": pgd(eps, 10),
+            "random_sign": make_attack("random_sign", eps=eps),
+            "transfer": make_attack("transfer", eps=eps, surrogate=surrogate)}
+
+
+def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
                    randomized: bool, eot_samples: int, draws: int, white_box: torch.Tensor,
                    strong_pgd: Optional[torch.Tensor], surrogate: Optional[nn.Module] = None,
-                   batch_size: int = 250, seed: int = 0,
-                   log: Callable[[str], None] = print) -> dict[str, dict]:
+                   batch_size: int = 250, seed: int = 0, log: Callable[[str], None] = print,
+                   progress: bool = False) -> dict[str, dict]:
     """All checks on ``(x, y)``; ``white_box`` and ``strong_pgd`` are the suite's ``(draws, n)``
     correctness on these examples (worst case over its white-box attacks, and its PGD-CE)."""
     n = x.shape[0]
@@ -77,12 +85,10 @@ def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, *,
         f"{100 * z:.1f}% of inputs have an exactly zero loss gradient"
         + (": gradient attacks cannot move them" if z > ZERO_GRAD_MAX else " (fine)"))
 
-    pgd = lambda e, steps: make_attack("pgd", eps=e, alpha=e / 4, steps=steps, eot_samples=eot_samples)
-    probes = {"large_eps": pgd(LARGE_EPS, 20), "pgd10": pgd(eps, 10),
-              "random_sign": make_attack("random_sign", eps=eps),
-              "transfer": make_attack("transfer", eps=eps, surrogate=surrogate)}
     log(f"masking checks on {n} examples")
-    out = run_attacks(model, x, y, probes, draws=draws, batch_size=batch_size, seed=seed, log=log)
+    out = run_attacks(model, x, y, probe_attacks(eps, eot_samples, surrogate), draws=draws,
+                      batch_size=batch_size, seed=seed, log=log, progress=progress,
+                      desc="masking checks")
     big, big_std = summarize(out.correct["large_eps"])
     flags["large_eps"] = flag(big > LARGE_EPS_MAX_ACC, big, LARGE_EPS_MAX_ACC,
         f"PGD at eps {LARGE_EPS} leaves {100 * big:.1f}% accuracy"

@@ -1,11 +1,18 @@
-"""Run a suite on a model: randomness detection, sampling plan, attacks, worst case, the
-noise-off twin, masking checks and the robustness curve, into one flat record.
+"""Run a suite on a model: readiness checks, randomness detection, sampling plan, a cost
+estimate, the attacks, worst case, the noise-off twin, masking checks and the robustness
+curve, into one flat record.
 
 The record follows RobustBench's model cards in spirit: one flat JSON object naming the
 threat model (``Linf``), eps as the user wrote it, the number of examples, and for each
 attack its accuracy; plus everything needed to reproduce or doubt it: EOT samples, draws,
 seeds, every attack's hyperparameters, the accuracy spread over draws, timings, and the
-masking flags. ``evaluate.evaluate`` adds the model/quantization/sparsity keys around it.
+masking flags. ``evaluate.evaluate`` adds the model keys around it.
+
+Before any work: every attack's optional package is checked, and a model that gives no
+gradients (an ONNX file run by onnxruntime) is refused white-box attacks. Then one batch is
+timed (a forward pass and an input gradient) and the cost of the whole run is logged as one
+line: an upper bound, since only examples correct on clean inputs are attacked and restarts
+skip the examples already fooled.
 """
 from __future__ import annotations
 
@@ -14,13 +21,17 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .checks import masking_checks, masking_suspected
-from .curve import monotone_flag, robustness_curve
-from .sampling import inputs_only, is_randomized, noise_disabled, sampling_plan
-from .suites import SUITES, Outcome, Suite, run_attacks
+from ..attacks import Attack, make_attack
+from ..eps import Eps
+from ..errors import ConfigError, require
+from ..models import has_noise
+from .checks import masking_checks, masking_suspected, probe_attacks
+from .curve import curve_attacks, monotone_flag, robustness_curve
+from .sampling import draw_correct, inputs_only, is_randomized, noise_disabled, sampling_plan
+from .suites import SUITES, Outcome, Suite, build_attacks, run_attacks
 
 
 @dataclass
@@ -30,17 +41,40 @@ class SuiteOptions:
     allow_single_sample: bool = False     # accept eot_samples or draws of 1 on a random model
     seed: int = 0
     batch_size: int = 250
-    noise_off: bool = True                # also evaluate a randomized model with noise off
+    noise_off: Optional[bool] = None      # rerun a randomized model with noise off; None: suite's
     checks: Optional[bool] = None         # None: the suite's default (on for strong)
     n_check: int = 200                    # examples the masking checks use
-    surrogate: Optional[nn.Module] = None  # for the transfer check; None: noise-off twin
+    surrogate: Optional[nn.Module] = None  # for the transfer attacks; None: noise-off twin
     curve_eps: Optional[Sequence] = None  # eps values for the robustness curve; None: none
+    attacks: Optional[list[str]] = None   # eval.attacks, for suites that take them
+    attack_args: Optional[dict] = None    # eval.attack_args: {attack: {setting: value}}
+    progress: bool = False                # progress bars (on a terminal)
 
 
 def get_suite(name: str) -> Suite:
     if name not in SUITES:
         raise ConfigError(f"unknown evaluation suite {name!r}; choose one of {', '.join(SUITES.names())}")
     return SUITES.get(name)
+
+
+def differentiable(model: nn.Module) -> bool:
+    """False for models that give no input gradients (``OnnxModel``)."""
+    return bool(getattr(model, "differentiable", True))
+
+
+def check_ready(model: nn.Module, spec: Suite, eps: Eps, opts: SuiteOptions) -> None:
+    """Everything that would fail later, checked before any work (one sentence each)."""
+    attacks = build_attacks(spec, eps, 1, attacks=opts.attacks, attack_args=opts.attack_args,
+                            surrogate=opts.surrogate)
+    for name, a in attacks.items():
+        if a.requires:
+            require(a.requires, f"suite {spec.name} runs {name}, which")
+    if not differentiable(model):
+        white = [n for n, a in attacks.items() if a.white_box] + (["--curve"] if opts.curve_eps else [])
+        if white:
+            raise ConfigError(f"this model gives no gradients (ONNX files run through onnxruntime), "
+                              f"so suite {spec.name} cannot run {', '.join(white)}; use --suite "
+                              f"blackbox, with --surrogate MODEL_FILE for a transfer attack")
 
 
 def plan(model: nn.Module, x: torch.Tensor, suite: Suite, opts: SuiteOptions) -> tuple[bool, int, int]:
@@ -55,45 +89,68 @@ def plan(model: nn.Module, x: torch.Tensor, suite: Suite, opts: SuiteOptions) ->
 def evaluate_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: str, eps,
                    opts: Optional[SuiteOptions] = None,
                    log: Callable[[str], None] = print) -> dict:
-    """Run ``suite`` on pixels ``x`` (in [0, 1]) and labels ``y``; returns the suite's record."""
-    opts, spec = opts or SuiteOptions(), get_suite(suite)
+    """Run ``suite`` on pixels ``x`` (in [0, 1]) and labels ``y``; returns the suite's record.
+    ``eps`` is an ``Eps``, a number or a spelling such as ``"8/255"``."""
+    opts, spec, eps = opts or SuiteOptions(), get_suite(suite), Eps(eps)
     model.eval()
+    check_ready(model, spec, eps, opts)
     started = time.perf_counter()
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), inputs_only(model):
         torch.manual_seed(opts.seed)
         randomized, eot, draws = plan(model, x, spec, opts)
+        attacks = build_attacks(spec, eps, eot, attacks=opts.attacks,
+                                attack_args=opts.attack_args, surrogate=opts.surrogate)
+        noise_off = randomized and has_noise(model)   # the block noise can be switched off
+        twin = noise_off and (spec.noise_off if opts.noise_off is None else opts.noise_off)
+        checks = (spec.checks if opts.checks is None else opts.checks) and differentiable(model)
         log(f"suite {suite}: {x.shape[0]} examples, eps {eps}, "
             + (f"randomized model: EOT {eot}, {draws} draws" if randomized else "deterministic model"))
-        out = run_attacks(model, x, y, spec.build(eps, eot), draws=draws,
-                          batch_size=opts.batch_size, seed=opts.seed, log=log)
-        record = {"suite": suite, "threat_model": "Linf", "eps": eps, "n_eval": int(x.shape[0]),
+        log(estimate(model, x, y, _phases(spec, eps, attacks, x.shape[0], draws, twin, checks, eot, opts),
+                     opts))
+        out = run_attacks(model, x, y, attacks, draws=draws, batch_size=opts.batch_size,
+                          seed=opts.seed, log=log, progress=opts.progress, desc=f"suite {suite}")
+        record = {"suite": suite, "threat_model": "Linf", "eps": eps.spec, "n_eval": int(x.shape[0]),
                   "randomized": randomized, "eot_samples": eot, "draws": draws, **out.summary(),
                   "seeds": out.seeds, "attack_settings": out.settings, "attack_seconds": out.seconds}
-        _autoattack_extras(record, out)
-        if randomized and opts.noise_off:
+        for a in attacks.values():
+            record.update(a.extras(int(x.shape[0])))
+        record["natural_acc_noise_off"] = record["natural_acc"] if not randomized else None
+        if twin:
             record["noise_off"] = _noise_off(model, x, y, spec, eps, opts, log)
-        flags = {}
-        if spec.checks if opts.checks is None else opts.checks:
-            flags.update(_checks(model, x, y, eps, out, randomized, eot, draws, opts, log))
-        if opts.curve_eps:
-            record["curve"] = robustness_curve(model, x, y, list(opts.curve_eps), eot_samples=eot,
-                                               draws=draws, batch_size=opts.batch_size,
-                                               seed=opts.seed, log=log)
-            flags["eps_monotone"] = monotone_flag(record["curve"])
-        if flags:
-            record["masking_checks"] = flags
-            record["masking_suspected"] = masking_suspected(flags)
+            record["natural_acc_noise_off"] = record["noise_off"]["natural_acc"]
+        elif noise_off:
+            with noise_disabled(model):
+                clean = draw_correct(model, x, y, 1, opts.batch_size)
+            record["natural_acc_noise_off"] = float(clean.double().mean())
+        _checks_and_curve(record, model, x, y, eps, out, randomized, eot, draws, checks, opts, log)
     record["suite_seconds"] = round(time.perf_counter() - started, 2)
     return record
 
 
-def _noise_off(model, x, y, spec: Suite, eps, opts: SuiteOptions, log) -> dict:
+def _checks_and_curve(record, model, x, y, eps, out, randomized, eot, draws, checks,
+                      opts: SuiteOptions, log) -> None:
+    flags = {}
+    if checks:
+        flags.update(_checks(model, x, y, eps, out, randomized, eot, draws, opts, log))
+    if opts.curve_eps:
+        record["curve"] = robustness_curve(model, x, y, list(opts.curve_eps), eot_samples=eot,
+                                           draws=draws, batch_size=opts.batch_size,
+                                           seed=opts.seed, log=log, progress=opts.progress)
+        flags["eps_monotone"] = monotone_flag(record["curve"])
+    if flags:
+        record["masking_checks"] = flags
+        record["masking_suspected"] = masking_suspected(flags)
+
+
+def _noise_off(model, x, y, spec: Suite, eps: Eps, opts: SuiteOptions, log) -> dict:
     """The same suite on the same model with its block noise off (deterministic: 1 sample)."""
     log("same model, noise off:")
+    attacks = build_attacks(spec, eps, 1, attacks=opts.attacks, attack_args=opts.attack_args,
+                            surrogate=opts.surrogate)
     with noise_disabled(model):
-        out = run_attacks(model, x, y, spec.build(eps, 1), draws=1, batch_size=opts.batch_size,
-                          seed=opts.seed, log=log)
+        out = run_attacks(model, x, y, attacks, draws=1, batch_size=opts.batch_size,
+                          seed=opts.seed, log=log, progress=opts.progress, desc="noise off")
     s = out.summary()
     return {"natural_acc": s["natural_acc"], "attacks": s["attacks"],
             "robust_acc_worst": s["robust_acc_worst"], "seeds": out.seeds}
@@ -108,16 +165,61 @@ def _checks(model, x, y, eps, out: Outcome, randomized, eot, draws, opts: SuiteO
                           draws=draws, white_box=white.worst(),
                           strong_pgd=None if strong is None else strong[:, :m],
                           surrogate=opts.surrogate, batch_size=opts.batch_size,
-                          seed=opts.seed + 100, log=log)
+                          seed=opts.seed + 100, log=log, progress=opts.progress)
 
 
-def _autoattack_extras(record: dict, out: Outcome) -> None:
-    """AutoAttack's version, its own cumulative accuracies (rescaled from the examples it was
-    given to all examples) and its warnings."""
-    run = out.objects.get("autoattack")
-    if run is None:
-        return
-    record["autoattack_version"] = run.version
-    given, n = run.n_given, out.correct["natural"].shape[1]
-    record["autoattack_log"] = {k: round(v * given / n, 4) for k, v in run.log.items()}
-    record["autoattack_warnings"] = run.warnings
+# --- the cost estimate ---------------------------------------------------------------------
+
+Phase = tuple[dict[str, Attack], int, int]   # (attacks, examples, draws)
+
+
+def _phases(spec: Suite, eps: Eps, attacks: dict, n: int, draws: int, twin: bool, checks: bool,
+            eot: int, opts: SuiteOptions) -> list[Phase]:
+    phases = [(attacks, n, draws)]
+    if twin:
+        phases.append((build_attacks(spec, eps, 1, attacks=opts.attacks,
+                                     attack_args=opts.attack_args, surrogate=opts.surrogate), n, 1))
+    if checks:
+        phases.append((probe_attacks(eps, eot, opts.surrogate), min(opts.n_check, n), draws))
+    if opts.curve_eps:
+        phases.append((curve_attacks([Eps(e) for e in opts.curve_eps], eot), n, draws))
+    return phases
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return max(time.perf_counter() - started, 1e-6)
+
+
+def estimate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, phases: list[Phase],
+             opts: SuiteOptions) -> str:
+    """One line: the run's cost at most, from a forward pass and an input gradient timed on
+    the first batch (after one untimed warm-up pass)."""
+    xb, yb = x[:opts.batch_size], y[:opts.batch_size]
+    grads = sum(a.cost()[0] * k for attacks, k, _ in phases for a in attacks.values())
+    forwards = sum(d * k for _, k, d in phases) + sum(   # clean draws, then per attack
+        (a.cost()[1] + d) * k for attacks, k, d in phases for a in attacks.values())
+    with torch.no_grad():
+        model(xb)
+        fwd_rate = xb.shape[0] / _seconds(lambda: model(xb))
+    grad_model = model if differentiable(model) else opts.surrogate
+    grad_rate = float("inf")
+    if grads and grad_model is not None:
+        probe = make_attack("fgsm", eps=0.0)
+        loss = lambda z: F.cross_entropy(z.float(), yb, reduction="sum")
+        probe.input_grad(grad_model, xb, loss)   # warm-up: first calls pay one-time costs
+        grad_rate = xb.shape[0] / _seconds(lambda: probe.input_grad(grad_model, xb, loss))
+    total = grads / grad_rate + forwards / fwd_rate
+    return (f"estimated time: at most {_duration(total)} ({grads:,.0f} gradient and "
+            f"{forwards:,.0f} forward passes of one image; timed on the first batch: "
+            + (f"{grad_rate:,.0f} img/s with input gradients, " if grads else "")
+            + f"{fwd_rate:,.0f} img/s forward)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
