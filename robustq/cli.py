@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from importlib import resources
@@ -22,15 +23,29 @@ def _quickstart_path() -> Path:
     return Path(str(resources.files("robustq") / "configs" / "quickstart.yaml"))
 
 
+def _robustq_files(path: Path) -> list[str]:
+    """The files in ``path`` that robustq writes (a run's own, models, exports, results)."""
+    from .checkpoint import RUN_FILES
+    return sorted(p.name for p in path.iterdir() if p.name in RUN_FILES or p.suffix in
+                  (".pt", ".safetensors", ".onnx") or p.name.endswith(("results.json", ".sparsity.json")))
+
+
 def _prepare_run_dir(out: Optional[str], name: str) -> Path:
-    """A fresh run directory; never one that already holds a run (nothing is overwritten)."""
+    """A fresh, writable run directory; never one that holds robustq files (nothing is
+    overwritten)."""
+    from .checkpoint import check_writable
+
     if out is not None:
         path = Path(out)
-        if path.exists() and any((path / f).exists() for f in ("config.yaml", "checkpoint.pt")):
-            raise ConfigError(f"{path} already holds a run; pass --resume to continue it or "
-                              f"choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--out {path} is a file; give a folder for the run")
+        found = _robustq_files(path) if path.is_dir() else []
+        if found:
+            raise ConfigError(f"{path} already holds a run ({', '.join(found[:3])}); pass --resume "
+                              f"{path} to continue it or choose another --out")
+        check_writable(path, "the run directory")
         return path
+    check_writable("runs", "run directories")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         path = Path("runs") / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
@@ -50,15 +65,21 @@ def _train_and_eval(config: Optional[Path], overrides: list[str], out: Optional[
     from .runtime import resolve_device
     from .checkpoint import atomic_write
 
+    from .checkpoint import check_writable
+
+    fresh = resume is None
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "checkpoint.pt").exists():
-            raise ConfigError(f"{run_dir} holds no checkpoint.pt to resume from; give the run "
-                              f"directory of an interrupted run")
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} holds no config.yaml and no checkpoint.pt to resume "
+                              f"from; give the run directory of an interrupted run")
         if overrides or config is not None:
             raise ConfigError("--resume continues a run with its saved config.yaml; drop the "
                               "CONFIG and --set arguments")
         cfg = load_config(run_dir / "config.yaml")
+        # killed before its first checkpoint: nothing to continue, so the run starts afresh
+        fresh = not (run_dir / "checkpoint.pt").exists()
+        check_writable(run_dir, "the run's checkpoint")
     else:
         cfg = load_config(config, overrides)
     device = resolve_device(device_name or cfg.device)
@@ -66,8 +87,11 @@ def _train_and_eval(config: Optional[Path], overrides: list[str], out: Optional[
     if resume is None:
         run_dir = _prepare_run_dir(out, cfg.name)
         atomic_write(run_dir / "config.yaml", cfg.to_yaml().encode())
+    elif fresh:
+        print(f"{run_dir} has no checkpoint yet (stopped during its first epoch); starting it "
+              f"from the beginning")
     print(f"run directory: {run_dir}")
-    train(cfg, run_dir, device, resume=resume is not None, progress=not quiet, prepared=s)
+    train(cfg, run_dir, device, resume=not fresh, progress=not quiet, prepared=s)
     if evaluate_after:
         _evaluate_run(run_dir, [], device_name)
     print(f"run directory: {run_dir}")
@@ -81,6 +105,8 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
     from .evaluate import evaluate, format_table, load_any_model, write_results
     from .runtime import resolve_device
 
+    from .checkpoint import check_output_file
+
     target = Path(target)
     if target.is_dir():
         model_path, cfg = target / "model.pt", load_config(target / "config.yaml", overrides)
@@ -88,13 +114,15 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
     else:
         model_path, cfg = target, None
         out = Path(results_path) if results_path else target.with_name(target.stem + ".results.json")
+    # before any work: an evaluation must not die at its last step on an unwritable path
+    check_output_file(out, "--results", inputs=(model_path,) + ((surrogate,) if surrogate else ()))
     device = resolve_device(device_name or (cfg.device if cfg else "auto"))
     model, meta = load_any_model(model_path, device)
     if cfg is None:
         cfg = load_config(None, [f"data.name={meta.get('dataset', 'fashion-mnist-10k')}",
                                  f"quant.scheme={meta.get('quant', 'float')}",
                                  f"quant.method={meta.get('method', 'none')}", *overrides])
-    _, test, _ = load_dataset(cfg.data.name, cfg.data.root)
+    _, test, _ = load_dataset(cfg.data.name, cfg.data.root, check=cfg.data.verify)
     what = f"attacks {', '.join(cfg.eval.attacks)}" if cfg.eval.suite == "paper" else f"suite {cfg.eval.suite}"
     print(f"evaluating {model_path} on {cfg.data.name} ({min(len(test), cfg.eval.n_eval or len(test))} "
           f"test images; {what})", flush=True)
@@ -104,9 +132,9 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
     if target.is_dir() and (target / "metrics.csv").is_file():
         from .engine import training_summary
         results["training"] = training_summary(target)  # states catastrophic overfitting
+    print(format_table(results), flush=True)  # shown first: a failed write loses nothing
     _keep_other_suite(out, results.get("suite", "paper"))
     write_results(results, out)
-    print(format_table(results))
     if curve_eps:
         from .robustness import plot_curve
         png = plot_curve(results["curve"], out.with_suffix(".curve.png"),
@@ -261,8 +289,8 @@ def _add_data_verb(sub) -> None:
     dsub = d.add_subparsers(dest="data_action", metavar="ACTION")
     ls = dsub.add_parser("list", help="each dataset, where it was found, its counts, or how "
                                       "to get it")
-    ls.add_argument("--verify", action="store_true", help="also read and check every dataset "
-                                                          "found (slow for the large ones)")
+    ls.add_argument("--verify", action="store_true", help="also read and check every dataset and "
+                                                          "the published MD5s of its files (slow for the large ones)")
     ls.set_defaults(func=_cmd_data_list)
     f = dsub.add_parser("fetch", help="download a dataset from its home page, check the "
                                       "published MD5s, unpack it")
@@ -328,6 +356,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# errno -> what to do about it, for the OS errors any verb can meet on its files
+_OS_FIXES = {
+    errno.EACCES: "check its permissions or choose another location",
+    errno.EPERM: "check its permissions or choose another location",
+    errno.EROFS: "the file system is read-only: choose a writable location",
+    errno.ENOSPC: "the disk is full: free some space or choose another location",
+    errno.EDQUOT: "the disk quota is used up: free some space or choose another location",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: fix the path",
+    errno.EISDIR: "it is a folder: give a file name",
+    errno.ENAMETOOLONG: "the name is too long for the file system: choose a shorter path",
+    errno.ELOOP: "the path has a loop of symbolic links: fix the links",
+    errno.ENOENT: "it does not exist: check the path",
+    errno.EEXIST: "it already exists: choose another name",
+}
+MAX_MESSAGE = 600  # an error echoes user input; hostile input must not make it a flood
+
+
+def _sentence(e: BaseException) -> str:
+    """The one sentence ``robustq: error:`` prints for ``e``."""
+    if isinstance(e, OSError):
+        where = f" {e.filename}" if e.filename else ""
+        fix = _OS_FIXES.get(e.errno, "check the path and try again")
+        msg = f"cannot use{where} ({e.strerror or type(e).__name__}); {fix}"
+    elif isinstance(e, UnicodeError):
+        msg = f"an input is not valid text ({type(e).__name__}); give files saved as UTF-8"
+    elif isinstance(e, RecursionError):
+        msg = "an input is nested too deeply to read (a damaged or hostile file); use a file robustq wrote"
+    elif isinstance(e, MemoryError):
+        msg = ("ran out of memory (an input or a setting asks for more than this machine has); "
+               "use smaller batch sizes or a smaller model, or check the input files")
+    else:
+        msg = str(e)
+    msg = " ".join(msg.split())  # one line, whatever the input held
+    return msg if len(msg) <= MAX_MESSAGE else msg[:MAX_MESSAGE - 3] + "..."
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -338,8 +402,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     keep_heap_pages()  # a process-wide allocator setting: here, never at import
     try:
         args.func(args)
-    except RobustqError as e:
-        print(f"robustq: error: {e}", file=sys.stderr)
+    except (RobustqError, OSError, UnicodeError, RecursionError, MemoryError) as e:
+        print(f"robustq: error: {_sentence(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nrobustq: interrupted; the last finished epoch is saved: continue with "

@@ -196,3 +196,67 @@ def check_model_file(obj: dict, path: Path) -> None:
     state = obj.get("state_dict")
     check_tensors(state, path)
     check_grid(state, meta.get("bit_map", {}), path)
+
+
+# --- a checkpoint to resume from ------------------------------------------------------------
+
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "best", "metrics")
+
+
+def _bad(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path} {what}; it is corrupt or edited, so nothing was resumed: "
+                           f"restore an intact copy or start the run again")
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_checkpoint(ck: dict, path: Path, epochs: int, steps_per_epoch: int = 1) -> None:
+    """What a checkpoint must hold before ``--resume`` touches the model: every key, an epoch
+    in [1, ``epochs``] that agrees with the metrics, RNG states of the sizes this PyTorch
+    uses, finite weights and optimizer state, a finite positive learning rate, and an LR
+    schedule that has taken ``steps_per_epoch`` steps per finished epoch."""
+    missing = [k for k in CHECKPOINT_KEYS if k not in ck]
+    if missing:
+        raise _bad(path, f"lacks {', '.join(missing)}")
+    epoch = ck["epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= epochs:
+        raise _bad(path, f"says it was written after epoch {short(epoch, 40)}, outside the run's "
+                         f"1..{epochs}")
+    metrics, best = ck["metrics"], ck["best"]
+    if not isinstance(metrics, list) or len(metrics) != epoch or not all(isinstance(r, dict) for r in metrics):
+        raise _bad(path, f"has metrics that do not list the {epoch} finished epochs")
+    if not isinstance(best, dict) or not (best.get("epoch") is None or (
+            isinstance(best.get("epoch"), int) and 1 <= best["epoch"] <= epoch)):
+        raise _bad(path, "has an invalid record of the selected epoch")
+    rng = ck["rng"]
+    size = torch.get_rng_state().numel()
+    if not isinstance(rng, dict) or not all(isinstance(rng.get(k), torch.Tensor) and rng[k].dtype
+                                            == torch.uint8 and rng[k].numel() == size
+                                            for k in ("torch", "data")):
+        raise _bad(path, f"has random-generator states that are not the {size}-byte states "
+                         f"PyTorch uses")
+    check_tensors(ck["model"], path)
+    if ck.get("free_delta") is not None:  # free adversarial training's carried perturbation
+        check_tensors({"free_delta": ck["free_delta"]}, path, "a free-training perturbation")
+    _check_optimizer(ck["optimizer"], ck["scheduler"], path, epoch, epoch * steps_per_epoch)
+
+
+def _check_optimizer(opt: Any, sched: Any, path: Path, epoch: int, steps: int) -> None:
+    groups = opt.get("param_groups") if isinstance(opt, dict) else None
+    if not isinstance(groups, list) or not groups or not isinstance(opt.get("state"), dict):
+        raise _bad(path, "has no valid optimizer state")
+    for g in groups:
+        if not isinstance(g, dict) or not _finite_number(g.get("lr")) or g["lr"] <= 0 or not all(
+                _finite_number(g.get(k)) for k in ("momentum", "weight_decay")):
+            raise _bad(path, f"has an invalid learning rate or momentum "
+                             f"({short(g.get('lr') if isinstance(g, dict) else g, 40)})")
+    for state in opt["state"].values():
+        if not isinstance(state, dict):
+            raise _bad(path, "has an invalid optimizer state")
+        check_tensors({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, path,
+                      "optimizer state")
+    if not isinstance(sched, dict) or sched.get("last_epoch") != steps or not all(
+            _finite_number(v) and v > 0 for v in sched.get("_last_lr", [1.0])):
+        raise _bad(path, f"has a learning-rate schedule that is not at epoch {epoch}")

@@ -1,6 +1,7 @@
 """What ``robustq data list`` shows: each dataset, where it was found, its counts, or how to
 get it. Finding is cheap (file names only); ``verify=True`` also reads and checks every
-dataset that was found, which takes seconds for the large ones."""
+dataset that was found and the published MD5s of its official files, which takes seconds
+for the large ones."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ def survey(verify: bool = False, names: Optional[list[str]] = None) -> list[Entr
         status = "found"
         if verify:
             try:
-                load_dataset(name, where)
-                status = "verified"
+                load_dataset(name, where, check=bool(spec.resources))
+                status = "verified" + (" (MD5s match)" if spec.resources else "")
             except DataError as e:
                 status = f"INVALID: {e}"
         out.append(Entry(spec, where, status))
