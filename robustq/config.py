@@ -177,6 +177,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", value):
+            return _coerce(float(value), tp, key)  # YAML 1.1 reads 1e-3 as a string
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -283,13 +285,16 @@ def _bounded(value: Any, where: str) -> Any:
 
 def read_yaml(p: Path) -> dict:
     """A config file's mapping: UTF-8 YAML, no duplicate keys, bounded, not empty."""
+    if p.exists() and not p.is_dir() and not p.is_file():
+        raise ConfigError(f"config file {p} is not a regular file (a device or FIFO); pass the "
+                          f"path of a YAML file")
     try:
         with open(p, "rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist; pass the path of a YAML file "
                           f"such as configs/quickstart.yaml") from None
-    except OSError as e:
+    except OSError as e:  # a folder, a loop of links, no permission, ...
         raise ConfigError(f"config file {p} cannot be read ({e.strerror or type(e).__name__}); "
                           f"pass the path of a readable YAML file") from None
     if len(raw) > MAX_CONFIG_BYTES:
@@ -335,7 +340,11 @@ MAX_SEED = 2**31 - 1   # validation seeds with seed * 1000 + epoch; numpy takes 
 
 def _check_size(depth: int, ensemble: int, spec: Any) -> None:
     """The network fits the parameter budget every loader enforces (``integrity.py``)."""
-    from .integrity import MAX_LAYERS, MAX_PARAMS, estimate_params
+    from .integrity import ARCH_LIMITS, MAX_LAYERS, MAX_PARAMS, estimate_params
+    for key, v in (("depth", depth), ("ensemble", ensemble)):
+        lo, hi = ARCH_LIMITS[key]
+        _check(v <= hi, f"model.{key} must be at most {hi} (the largest network robustq's "
+                        f"loaders read back), got {short(v, 40)}")
     params = estimate_params(depth, ensemble, spec.channels, spec.num_classes)
     _check(params <= MAX_PARAMS and depth * ensemble <= MAX_LAYERS,
            f"model.depth={depth} x model.ensemble={ensemble} is about {params:,} parameters in "
