@@ -195,6 +195,11 @@ def check_model_file(obj: dict, path: Path) -> None:
     meta = check_model_meta(obj.get("meta"), path)
     state = obj.get("state_dict")
     check_tensors(state, path)
+    odd = [k for k, v in state.items()
+           if v.dtype != (torch.int64 if k.endswith("num_batches_tracked") else torch.float32)]
+    if odd:
+        raise CheckpointError(f"{path} has {odd[0]} as {state[odd[0]].dtype}, where robustq "
+                              f"writes float32 weights (int64 counters); it is corrupt or edited")
     check_grid(state, meta.get("bit_map", {}), path)
 
 
