@@ -257,8 +257,12 @@ def _check_optimizer(opt: Any, sched: Any, path: Path, epoch: int, steps: int) -
                 _finite_number(g.get(k)) for k in ("momentum", "weight_decay")):
             raise _bad(path, f"has an invalid learning rate or momentum "
                              f"({short(g.get('lr') if isinstance(g, dict) else g, 40)})")
+    params = [p for g in groups for p in (g.get("params") or [])]
+    if groups[0]["momentum"] and set(params) - set(opt["state"]):
+        raise _bad(path, "lacks the momentum of some parameters (resuming would not continue "
+                         "the same run)")
     for state in opt["state"].values():
-        if not isinstance(state, dict):
+        if not isinstance(state, dict) or not isinstance(state.get("momentum_buffer", torch.zeros(0)), torch.Tensor):
             raise _bad(path, "has an invalid optimizer state")
         check_tensors({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, path,
                       "optimizer state")
