@@ -42,6 +42,8 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # name the file the user knows, not the temporary one
+        raise OSError(e.errno, e.strerror, str(path)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -53,6 +55,12 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             os.close(fd)
     except OSError:
         pass
+
+
+def short_path(p: str | Path, limit: int = 120) -> str:
+    """``p`` for a message: a hostile 4 kB path is cut in its middle."""
+    s = str(p)
+    return s if len(s) <= limit else f"{s[:limit // 2]}...{s[-limit // 2:]}"
 
 
 def remove_stale_tmp(folder: str | Path) -> list[Path]:
@@ -72,12 +80,17 @@ def check_writable(folder: str | Path, what: str) -> None:
     import tempfile
 
     folder = Path(folder)
+    where = short_path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"cannot write {what} in {where}: it is a file, not a folder; fix the path")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".robustq-probe-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".robustq-probe-") as f:
+            f.write(b"x")  # one byte: a full disk fails here, not after the work
+            f.flush()
+            os.fsync(f.fileno())
     except OSError as e:
-        raise ConfigError(f"cannot write {what} in {folder} ({e.strerror or type(e).__name__}); "
+        raise ConfigError(f"cannot write {what} in {where} ({e.strerror or type(e).__name__}); "
                           f"choose a writable location") from None
 
 
@@ -85,13 +98,17 @@ def check_output_file(out: str | Path, what: str, inputs: tuple[str | Path, ...]
     """``out`` may be written: not a folder, not one of a run's own files, not an input, and
     its folder is writable (checked now, before the work)."""
     out = Path(out)
+    try:
+        same = any(out.resolve() == Path(i).resolve() for i in inputs)
+    except (RuntimeError, OSError):  # Python < 3.13 reports a loop of links as RuntimeError
+        raise ConfigError(f"{what} {short_path(out)} lies on a loop of symbolic links; fix the path") from None
     if out.is_dir():
-        raise ConfigError(f"{what} {out} is a folder; give a file name")
+        raise ConfigError(f"{what} {short_path(out)} is a folder; give a file name")
     if out.name in RUN_FILES and out.exists():
-        raise ConfigError(f"{what} {out} is a run's own {out.name} and is never overwritten; "
+        raise ConfigError(f"{what} {short_path(out)} is a run's own {out.name} and is never overwritten; "
                           f"choose another file name")
-    if any(out.resolve() == Path(i).resolve() for i in inputs):
-        raise ConfigError(f"{what} {out} is the input file; choose another file name")
+    if same:
+        raise ConfigError(f"{what} {short_path(out)} is the input file; choose another file name")
     check_writable(out.parent, what)
     return out
 

@@ -376,7 +376,8 @@ MAX_MESSAGE = 600  # an error echoes user input; hostile input must not make it 
 def _sentence(e: BaseException) -> str:
     """The one sentence ``robustq: error:`` prints for ``e``."""
     if isinstance(e, OSError):
-        where = f" {e.filename}" if e.filename else ""
+        from .checkpoint import short_path
+        where = f" {short_path(e.filename)}" if e.filename else ""
         fix = _OS_FIXES.get(e.errno, "check the path and try again")
         msg = f"cannot use{where} ({e.strerror or type(e).__name__}); {fix}"
     elif isinstance(e, UnicodeError):

@@ -47,6 +47,7 @@ class Case:
     check: Optional[Callable[[Path], Optional[str]]] = None  # after exit 0: None if correct
     allow_new: tuple[str, ...] = ()               # on error: new files allowed (glob patterns)
     tags: tuple[str, ...] = field(default_factory=tuple)
+    cleanup: Optional[Callable[[Path], None]] = None  # e.g. unmount what prepare mounted
 
     @property
     def id(self) -> str:
@@ -120,6 +121,14 @@ def _clean_refusal(case: Case, before: dict, after: dict) -> bool:
 def judge(case: Case, work: Path) -> tuple[str, Result]:
     """Run ``case`` in the empty folder ``work``; returns its outcome class and the result."""
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _judge(case, work)
+    finally:
+        if case.cleanup is not None:
+            case.cleanup(work)
+
+
+def _judge(case: Case, work: Path) -> tuple[str, Result]:
     argv = case.prepare(work)
     before = snapshot(work)
     cwd = os.getcwd()
