@@ -64,11 +64,13 @@ def short_path(p: str | Path, limit: int = 120) -> str:
 
 
 def remove_stale_tmp(folder: str | Path) -> list[Path]:
-    """Delete the ``.NAME.tmpPID`` files that killed ``atomic_write`` calls left in ``folder``
-    (only robustq writes such names in a run directory); returns what was removed."""
+    """Delete the ``.NAME.tmpPID`` files that killed ``atomic_write`` calls (and writability
+    probes, ``.robustq-probe-*``) left in ``folder``; only robustq writes such names in a run
+    directory. Returns what was removed."""
     removed = []
-    for p in Path(folder).glob(".*.tmp*"):
-        if p.is_file() and p.name[1:].partition(".tmp")[2].isdigit():
+    for p in Path(folder).glob(".*"):
+        tmp = p.name[1:].partition(".tmp")[2].isdigit() or p.name.startswith(".robustq-probe-")
+        if p.is_file() and tmp:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

@@ -126,7 +126,7 @@ def exact_resume(run: Path, reference: Path) -> str | None:
     rows = lambda d: [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(open(d / "metrics.csv"))]
     if rows(run) != rows(reference):
         return "its metrics differ"
-    if list(run.glob(".*.tmp*")):
+    if list(run.glob(".*.tmp*")) or list(run.glob(".robustq-probe-*")):
         return "stale .tmp files remain"
     return None
 
