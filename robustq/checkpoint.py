@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, short_path
 from .integrity import HASH_KEY, check_hash, check_model_file, content_hash, short
 
 CHECKPOINT_FORMAT = "robustq-checkpoint"   # full training state (resume)
@@ -55,12 +55,6 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             os.close(fd)
     except OSError:
         pass
-
-
-def short_path(p: str | Path, limit: int = 120) -> str:
-    """``p`` for a message: a hostile 4 kB path is cut in its middle."""
-    s = str(p)
-    return s if len(s) <= limit else f"{s[:limit // 2]}...{s[-limit // 2:]}"
 
 
 def remove_stale_tmp(folder: str | Path) -> list[Path]:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 import time
 from importlib import resources
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__
-from .errors import ConfigError, RobustqError
+from .errors import ConfigError, RobustqError, sentence
 
 
 def _quickstart_path() -> Path:
@@ -356,43 +355,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# errno -> what to do about it, for the OS errors any verb can meet on its files
-_OS_FIXES = {
-    errno.EACCES: "check its permissions or choose another location",
-    errno.EPERM: "check its permissions or choose another location",
-    errno.EROFS: "the file system is read-only: choose a writable location",
-    errno.ENOSPC: "the disk is full: free some space or choose another location",
-    errno.EDQUOT: "the disk quota is used up: free some space or choose another location",
-    errno.ENOTDIR: "a part of the path is a file, not a folder: fix the path",
-    errno.EISDIR: "it is a folder: give a file name",
-    errno.ENAMETOOLONG: "the name is too long for the file system: choose a shorter path",
-    errno.ELOOP: "the path has a loop of symbolic links: fix the links",
-    errno.ENOENT: "it does not exist: check the path",
-    errno.EEXIST: "it already exists: choose another name",
-}
-MAX_MESSAGE = 600  # an error echoes user input; hostile input must not make it a flood
-
-
-def _sentence(e: BaseException) -> str:
-    """The one sentence ``robustq: error:`` prints for ``e``."""
-    if isinstance(e, OSError):
-        from .checkpoint import short_path
-        where = f" {short_path(e.filename)}" if e.filename else ""
-        fix = _OS_FIXES.get(e.errno, "check the path and try again")
-        msg = f"cannot use{where} ({e.strerror or type(e).__name__}); {fix}"
-    elif isinstance(e, UnicodeError):
-        msg = f"an input is not valid text ({type(e).__name__}); give files saved as UTF-8"
-    elif isinstance(e, RecursionError):
-        msg = "an input is nested too deeply to read (a damaged or hostile file); use a file robustq wrote"
-    elif isinstance(e, MemoryError):
-        msg = ("ran out of memory (an input or a setting asks for more than this machine has); "
-               "use smaller batch sizes or a smaller model, or check the input files")
-    else:
-        msg = str(e)
-    msg = " ".join(msg.split())  # one line, whatever the input held
-    return msg if len(msg) <= MAX_MESSAGE else msg[:MAX_MESSAGE - 3] + "..."
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -404,7 +366,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         args.func(args)
     except (RobustqError, OSError, UnicodeError, RecursionError, MemoryError) as e:
-        print(f"robustq: error: {_sentence(e)}", file=sys.stderr)
+        print(f"robustq: error: {sentence(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nrobustq: interrupted; the last finished epoch is saved: continue with "

@@ -16,8 +16,9 @@ Layout (``FORMAT = "robustq-packed"``, version 1):
 
 ``load`` checks everything before building anything: the file parses, the content hash
 matches (format version 2; version 1 files have none), the metadata is ours, of the right
-types, within the architecture budget and consistent, every tensor has the shape the plan implies, every code lies inside its bit
-width and the padding bits are zero. Any failure is one ``CheckpointError`` sentence.
+types, within the architecture budget and consistent, every tensor has the shape the plan
+implies, weights are finite and BN variances >= 0, every code lies inside its bit width and
+the padding bits are zero. Any failure is one ``CheckpointError`` sentence.
 safetensors holds raw arrays and JSON only, so loading never executes code.
 """
 from __future__ import annotations
