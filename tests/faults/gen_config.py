@@ -97,6 +97,15 @@ SEMANTIC = {
     "adv.step": [0, -1, "0/255", 1.5],
     "adv.steps": [0, -1],
     "adv.bn_mode": ["test", ""],
+    "adv.attack": ["fgsm2", "", "PGD"],
+    "adv.replay": [0, -1],
+    "adv.noise_k": [-1],
+    "adv.fast_step": [-0.1, "1/0", 2],
+    "train.schedule": ["cosine", ""],
+    "train.peak": [0, 1, -0.5],
+    "train.co_guard": ["maybe", ""],
+    "train.co_drop": [-0.1, 2],
+    "train.co_gap": [-0.1, 2],
     "train.epochs": [0, -1],
     "train.batch_size": [0, -32],
     "train.lr": [0, -0.1],
@@ -123,7 +132,7 @@ VALID = [("seed", 2 ** 31 - 1), ("eval.seed", 2 ** 31 - 1), ("adv.eps", "8/255")
          ("quant.scheme", "4-bit"), ("quant.scheme", "binary"), ("quant.scheme", "ternary"),
          ("name", "my-run.v2"), ("train.lr", "1e-3"), ("model.noise", 0), ("data.augment", False),
          ("loss.name", "trades"), ("data.val_size", 16), ("quant.cutoff", 0), ("adv.step", "2/255"),
-         ("train.milestones", [0.5])]
+         ("train.milestones", [0.5]), ("adv.attack", "fgsm_rs"), ("train.schedule", "onecycle")]
 
 
 def _yaml_value(v) -> str:
