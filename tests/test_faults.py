@@ -1,4 +1,4 @@
-"""The fault-injection suite: ~2,200 generated hostile inputs through the real command line
+"""The fault-injection suite: ~2,400 generated hostile inputs through the real command line
 (``tests/faults/``). Each case asserts its outcome class: a clean one-sentence error (exit
 code 2, nothing changed), a correct success, or an exact resume; never a traceback, a hang,
 silently accepted nonsense or an overwrite. The default run takes a spread-out subset;
