@@ -183,10 +183,10 @@ def find_root(spec: DatasetSpec, root: Optional[str | Path] = None) -> Path:
                     f"{spec.dirname}/")
 
 
-def check_md5s(spec: DatasetSpec, where: Path) -> list[str]:
+def check_md5s(spec: DatasetSpec, where: Path, require: bool = True) -> list[str]:
     """Check the published MD5 of each of ``spec``'s official files in ``where`` (or, for an
-    extracted archive, its parent); returns the files checked, DataError on any mismatch or
-    when a file to check is absent (only its extracted content is there)."""
+    extracted archive, its parent); returns the files checked. DataError on any mismatch and,
+    if ``require``, when a file to check is absent (only its extracted content is there)."""
     from .fetch import md5sum
 
     if not spec.resources:
@@ -195,13 +195,16 @@ def check_md5s(spec: DatasetSpec, where: Path) -> list[str]:
     checked = []
     for res in spec.resources:
         path = next((d / res.file for d in (where, where.parent) if (d / res.file).is_file()), None)
+        if path is None and not require:
+            continue
         if path is None:
             raise DataError(f"{spec.name}: {res.file} is not in {where}, so its published MD5 "
                             f"cannot be checked; fetch the dataset (robustq data fetch "
                             f"{spec.name}) or set data.verify false")
         if md5sum(path) != res.md5:
-            raise DataError(f"{path} does not have the published MD5 {res.md5}; it is not the "
-                            f"official file: delete it and run robustq data fetch {spec.name}")
+            raise DataError(f"{path} does not have the published MD5 {res.md5} (a re-compressed "
+                            f"or modified copy); fetch the official file (robustq data fetch "
+                            f"{spec.name}) or set data.verify false to use it as it is")
         checked.append(str(path))
     return checked
 
