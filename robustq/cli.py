@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__
-from .errors import ConfigError, RobustqError
+from .errors import ConfigError, RobustqError, sentence
 from .interrupted import State
 
 
@@ -196,8 +196,8 @@ def _add_data_verb(sub) -> None:
     dsub = d.add_subparsers(dest="data_action", metavar="ACTION")
     ls = dsub.add_parser("list", help="each dataset, where it was found, its counts, or how "
                                       "to get it")
-    ls.add_argument("--verify", action="store_true", help="also read and check every dataset "
-                                                          "found (slow for the large ones)")
+    ls.add_argument("--verify", action="store_true", help="also read and check every dataset and "
+                                                          "the published MD5s of its files (slow for the large ones)")
     ls.set_defaults(func=_cmd_data_list)
     f = dsub.add_parser("fetch", help="download a dataset from its home page, check the "
                                       "published MD5s, unpack it")
@@ -320,8 +320,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.state = State(args.verb, list(sys.argv[1:] if argv is None else argv))
     try:
         args.func(args)
-    except RobustqError as e:
-        print(f"robustq: error: {e}", file=sys.stderr)
+    except (RobustqError, OSError, UnicodeError, RecursionError, MemoryError) as e:
+        print(f"robustq: error: {sentence(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nrobustq: interrupted; {note(args.state)}", file=sys.stderr)

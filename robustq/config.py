@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -25,6 +26,8 @@ import yaml
 
 from .eps import Eps, spelling
 from .errors import ConfigError
+from .integrity import short
+from .yamlio import parse_value, read_yaml
 
 
 @dataclass
@@ -34,6 +37,7 @@ class DataConfig:
     val_size: float = 0.1                # held-out validation: a fraction (< 1) or a count
     train_size: Optional[int] = None     # train on a stratified subset of this many images
     augment: bool = True                 # random crop (+ flip where the dataset allows it)
+    verify: bool = False                 # check the published MD5s of the local files at load
 
 
 @dataclass
@@ -147,6 +151,11 @@ def _type_name(tp: Any) -> str:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        raise ConfigError(f"config key '{key}' is {short(value, 40)}, outside the 64-bit range "
+                          f"any setting can use")
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (Union, types.UnionType):
         for a in args:
@@ -175,24 +184,26 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", value):
+            return _coerce(float(value), tp, key)  # YAML 1.1 reads 1e-3 as a string
     elif tp is str:
         if isinstance(value, str):
             return value
     elif tp is dict:
         if isinstance(value, dict):
             return value
-    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {short(value)}")
 
 
 def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     if not isinstance(data, dict):
         where = f"section '{prefix.rstrip('.')}'" if prefix else "the config file"
-        raise ConfigError(f"{where} must be a mapping of keys to values, got {data!r}")
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {short(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
-        full = f"{prefix}{key}"
+        full = f"{prefix}{short(key, 40) if not isinstance(key, str) else key[:40]}"
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else \
@@ -209,13 +220,13 @@ def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
 def set_override(data: dict, assignment: str) -> None:
     """Apply one ``section.key=value`` (value parsed as YAML) to a nested dict, in place."""
     if "=" not in assignment:
-        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+        raise ConfigError(f"--set expects key=value, got {short(assignment)}")
     key, raw = assignment.split("=", 1)
     key = key.strip()
     if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
-        raise ConfigError(f"--set key {key!r} is not a dotted config key like train.epochs")
+        raise ConfigError(f"--set key {short(key)} is not a dotted config key like train.epochs")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_value(raw, f"--set {key}") if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     node = data
@@ -234,21 +245,7 @@ def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | 
     check types and ranges, and return the ``RunConfig``."""
     data: dict = dict(base or {})
     if path is not None:
-        p = Path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {p} does not exist; pass the path of a YAML file "
-                              f"such as configs/quickstart.yaml") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"config file {p} is not valid YAML{where}; fix its syntax") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections, not {type(loaded).__name__}")
-        data = _merge(data, loaded)
+        data = _merge(data, read_yaml(Path(path)))
     for item in overrides:
         set_override(data, item)
     data = _merge(data, updates or {})
@@ -266,12 +263,29 @@ def _merge(a: dict, b: dict) -> dict:
 
 # --- range checks --------------------------------------------------------------------------
 
+MAX_SEED = 2**31 - 1   # validation seeds with seed * 1000 + epoch; numpy takes < 2**32
+
+
+def _check_size(depth: int, ensemble: int, spec: Any) -> None:
+    """The network fits the parameter budget every loader enforces (``integrity.py``)."""
+    from .integrity import ARCH_LIMITS, MAX_LAYERS, MAX_PARAMS, estimate_params
+    for key, v in (("depth", depth), ("ensemble", ensemble)):
+        lo, hi = ARCH_LIMITS[key]
+        _check(v <= hi, f"model.{key} must be at most {hi} (the largest network robustq's "
+                        f"loaders read back), got {short(v, 40)}")
+    params = estimate_params(depth, ensemble, spec.channels, spec.num_classes)
+    _check(params <= MAX_PARAMS and depth * ensemble <= MAX_LAYERS,
+           f"model.depth={depth} x model.ensemble={ensemble} is about {params:,} parameters in "
+           f"{depth * ensemble:,} layers, beyond what robustq builds ({MAX_PARAMS:,} parameters, "
+           f"{MAX_LAYERS:,} layers); choose a smaller network")
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
 
 
 def _eps(value: Eps, key: str, positive: bool = False) -> None:
+    _check(math.isfinite(value), f"config key '{key}' must be a finite number, got {short(value, 40)}")
     _check(value > 0 if positive else value >= 0,
            f"config key '{key}' must be {'> 0' if positive else '>= 0'} (pixels in [0, 1]), got {value}")
     _check(value <= 1, f"config key '{key}' is {value}, more than the whole [0, 1] pixel range; "
@@ -287,6 +301,12 @@ def validate(cfg: RunConfig) -> None:
     from .quant.layers import POLICIES
 
     d, m, q, lo, a, t, e = cfg.data, cfg.model, cfg.quant, cfg.loss, cfg.adv, cfg.train, cfg.eval
+    _check(re.fullmatch(r"[\w][\w.+-]{0,99}", cfg.name) is not None,
+           f"name {short(cfg.name, 60)} must be 1-100 letters, digits, '.', '_', '+' or '-' "
+           f"starting with a letter or digit (it names the run directory)")
+    for key, seed in (("seed", cfg.seed), ("eval.seed", e.seed)):
+        _check(0 <= seed <= MAX_SEED, f"{key} must be in [0, {MAX_SEED}] (what every random "
+                                      f"generator used takes), got {short(seed, 40)}")
     _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device) is not None,
            f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
     _check(d.name in DATASETS or d.name.partition(":")[0] in ("folder", "npz"),
@@ -299,7 +319,14 @@ def validate(cfg: RunConfig) -> None:
     _check(m.depth >= 8 and (m.depth - 2) % 6 == 0,
            f"model.depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got {m.depth}")
     _check(m.ensemble >= 1, f"model.ensemble must be >= 1, got {m.ensemble}")
-    _check(m.noise >= 0, f"model.noise must be >= 0, got {m.noise}")
+    _check(0 <= m.noise <= 100, f"model.noise must be in [0, 100], got {m.noise}")
+    # an own dataset is not read here: bound it as RGB with 100 classes
+    from types import SimpleNamespace
+    _check_size(m.depth, m.ensemble, DATASETS.get(d.name) if d.name in DATASETS
+                else SimpleNamespace(channels=3, num_classes=100))
+    _check(re.fullmatch(r"[A-Za-z0-9]+([ _-][A-Za-z0-9]+)*", q.scheme) is not None,
+           f"quant.scheme {short(q.scheme, 40)} is not a scheme name; choose float, binary, "
+           f"ternary, ternary_twn or 2bit..8bit")
     scheme = canonical_name(q.scheme)
     _check(scheme == "float" or scheme in PROJECTIONS,
            f"quant.scheme {q.scheme!r} is not supported; choose float or one of "

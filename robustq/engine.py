@@ -30,9 +30,11 @@ from .attacks import make_attack
 from .attacks.free import FreeReplay
 from .attacks.training import training_attack
 from .build import Arch, build_model
-from .checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION, MODEL_FORMAT, atomic_write, load, save
+from .checkpoint import (CHECKPOINT_FORMAT, FORMAT_VERSION, MODEL_FORMAT, atomic_write, load,
+                         remove_stale_tmp, save)
 from .config import RunConfig
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
+from .integrity import check_checkpoint
 from .data import Batches, ImageData, load_dataset, stratified_split, to_pixels
 from .guard import overfitting
 from .losses import OBJECTIVES
@@ -66,7 +68,7 @@ def val_count(val_size: float, n: int) -> int:
 
 
 def setup(cfg: RunConfig) -> Setup:
-    train_full, test, spec = load_dataset(cfg.data.name, cfg.data.root)
+    train_full, test, spec = load_dataset(cfg.data.name, cfg.data.root, check=cfg.data.verify)
     n_val = val_count(cfg.data.val_size, len(train_full))
     if n_val >= len(train_full):
         raise ConfigError(f"data.val_size {cfg.data.val_size} would hold out all {len(train_full)} "
@@ -226,6 +228,26 @@ def _select(s: Setup, epoch: int, co: Optional[str], best: dict, key: list) -> t
     return False, not candidate and waiting
 
 
+def _restore(path: Path, cfg: RunConfig, step: "TrainStep", steps_per_epoch: int,
+             gen: torch.Generator, device: torch.device, model: nn.Module) -> tuple[int, list, dict, dict]:
+    """Load and check the checkpoint at ``path`` into the training state; returns ``(epochs
+    done, metric rows, best, the checkpoint)``. Everything is checked before the first state
+    is touched."""
+    ck = load(path, CHECKPOINT_FORMAT)
+    check_checkpoint(ck, path, cfg.train.epochs, steps_per_epoch)
+    try:
+        model.load_state_dict(ck["model"])
+        step.opt.load_state_dict(ck["optimizer"])
+        step.sched.load_state_dict(ck["scheduler"])
+        gen.set_state(ck["rng"]["data"])
+        set_rng_state(ck["rng"], device)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{path} does not match the run's model or optimizer "
+                              f"({str(e).splitlines()[0][:100] if str(e) else type(e).__name__}); "
+                              f"it belongs to another run or is corrupt") from None
+    return ck["epoch"], ck["metrics"], ck["best"], ck
+
+
 def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool = False,
           log: Callable[[str], None] = print, progress: bool = True,
           on_epoch_end: Optional[Callable[[int], None]] = None,
@@ -244,18 +266,14 @@ def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool =
                       augment_data=cfg.data.augment, generator=gen, device=device,
                       channels_last=t.channels_last)
     n_batches = batches_per_epoch(len(batches), cfg)
-    step = TrainStep(cfg, model, device, precision, steps_per_epoch=n_batches * cfg.adv.replay
-                     if cfg.adv.attack == "free" else n_batches)
+    steps_per_epoch = n_batches * cfg.adv.replay if cfg.adv.attack == "free" else n_batches
+    step = TrainStep(cfg, model, device, precision, steps_per_epoch=steps_per_epoch)
     opt, sched = step.opt, step.sched
     start, rows, best = 0, [], {"epoch": None, "key": None}
+    remove_stale_tmp(run_dir)  # half-written files of a killed run; the real ones are intact
     if resume:
-        ck = load(run_dir / "checkpoint.pt", CHECKPOINT_FORMAT)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        gen.set_state(ck["rng"]["data"])
-        set_rng_state(ck["rng"], device)
-        start, rows, best = ck["epoch"], ck["metrics"], ck["best"]
+        start, rows, best, ck = _restore(run_dir / "checkpoint.pt", cfg, step, steps_per_epoch,
+                                         gen, device, model)
         if isinstance(step.attack, FreeReplay):  # free AT's perturbation carries over epochs
             step.attack.delta = ck.get("free_delta")
         log(f"resuming {run_dir} after epoch {start}")

@@ -16,15 +16,29 @@ from .checkpoint import atomic_write
 from .errors import ConfigError
 
 
+def _robustq_files(path: Path) -> list[str]:
+    """The files in ``path`` that robustq writes (a run's own, models, exports, results)."""
+    from .checkpoint import RUN_FILES
+    return sorted(p.name for p in path.iterdir() if p.name in RUN_FILES or p.suffix in
+                  (".pt", ".safetensors", ".onnx") or p.name.endswith(("results.json", ".sparsity.json")))
+
+
 def prepare_run_dir(out: Optional[str | Path], name: str) -> Path:
-    """A fresh run directory; never one that already holds a run (nothing is overwritten)."""
+    """A fresh, writable run directory; never one that holds robustq files (nothing is
+    overwritten)."""
+    from .checkpoint import check_writable
+
     if out is not None:
         path = Path(out)
-        if path.exists() and any((path / f).exists() for f in ("config.yaml", "checkpoint.pt")):
-            raise ConfigError(f"{path} already holds a run; pass --resume to continue it or "
-                              f"choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--out {path} is a file; give a folder for the run")
+        found = _robustq_files(path) if path.is_dir() else []
+        if found:
+            raise ConfigError(f"{path} already holds a run ({', '.join(found[:3])}); pass --resume "
+                              f"{path} to continue it or choose another --out")
+        check_writable(path, "the run directory")
         return path
+    check_writable("runs", "run directories")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         path = Path("runs") / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
@@ -48,15 +62,21 @@ def train_and_evaluate(config: Optional[Path], overrides: Sequence[str] = (), *,
     from .engine import setup, train
     from .runtime import resolve_device
 
+    from .checkpoint import check_writable
+
+    fresh = resume is None
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "checkpoint.pt").exists():
-            raise ConfigError(f"{run_dir} holds no checkpoint.pt to resume from; give the run "
-                              f"directory of an interrupted run")
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} holds no config.yaml and no checkpoint.pt to resume "
+                              f"from; give the run directory of an interrupted run")
         if overrides or config is not None:
             raise ConfigError("--resume continues a run with its saved config.yaml; drop the "
                               "CONFIG and --set arguments")
         cfg = load_config(run_dir / "config.yaml")
+        # killed before its first checkpoint: nothing to continue, so the run starts afresh
+        fresh = not (run_dir / "checkpoint.pt").exists()
+        check_writable(run_dir, "the run's checkpoint")
     else:
         cfg = load_config(config, overrides)
     if state is not None:
@@ -66,15 +86,18 @@ def train_and_evaluate(config: Optional[Path], overrides: Sequence[str] = (), *,
         _require_extras(cfg)   # the evaluation after training must not fail for a package
     s = setup(cfg)  # reads and verifies the data before anything is written
     if resume is None:
-        fresh = out is None or not Path(out).exists()
+        created = out is None or not Path(out).exists()
         run_dir = prepare_run_dir(out, cfg.name)
         atomic_write(run_dir / "config.yaml", cfg.to_yaml().encode())
         if state is not None:
-            state.created = fresh
+            state.created = created
+    elif fresh:
+        log(f"{run_dir} has no checkpoint yet (stopped during its first epoch); starting it "
+            f"from the beginning")
     if state is not None:
         state.run_dir = run_dir
     log(f"run directory: {run_dir}")
-    train(cfg, run_dir, dev, resume=resume is not None, progress=progress, prepared=s)
+    train(cfg, run_dir, dev, resume=not fresh, progress=progress, prepared=s)
     if state is not None:
         state.trained = True
     if evaluate_after:
@@ -159,12 +182,18 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
                                               updates, device)
     check_input(model, cfg.data.name, meta["name"])
     out = Path(results) if results else out
+    # before any work: an evaluation must not die at its last step on an unwritable path
+    from .checkpoint import check_output_file
+    inputs = tuple(Path(p) for p in (target, surrogate, weights) if p is not None and Path(p).is_file())
+    if target is not None and Path(target).is_dir():
+        inputs += (Path(target) / "model.pt",)
+    check_output_file(out, "--results", inputs=inputs)
     if curve:
         require("matplotlib", "the robustness curve PNG (--curve)")
     surrogate_model = load_any_model(surrogate, dev)[0] if surrogate else None
     check_ready(model, get_suite(cfg.eval.suite), cfg.eval.eps,   # before any work
                 suite_options(cfg, surrogate=surrogate_model, curve_eps=curve))
-    _, test, _ = load_dataset(cfg.data.name, cfg.data.root)
+    _, test, _ = load_dataset(cfg.data.name, cfg.data.root, check=cfg.data.verify)
     n = min(len(test), cfg.eval.n_eval or len(test))
     log(f"evaluating {meta['name']} on {cfg.data.name} ({n} test images; suite {cfg.eval.suite})")
     if not getattr(model, "differentiable", True):
@@ -183,13 +212,13 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
 def _write(r: dict, out: Path, log: Callable[[str], None]) -> None:
     """The curve's PNG (if any), this evaluation's record and ``results.json``; the table."""
     from .evaluate import format_table, write_results
+    log(format_table(r))   # shown first: a failed write loses nothing
     if "curve" in r:
         from .robustness import plot_curve
         png = plot_curve(r["curve"], out.with_suffix(".curve.png"),
                          f"{r['name']}: {r['curve']['attack']}")
         r["curve_png"] = str(png)
     record = write_results(r, out)
-    log(format_table(r))
     if "curve" in r:
         log(f"robustness curve: {r['curve_png']}")
     log(f"results: {out} (this evaluation: {record.name})")

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 import robustq
 from robustq.errors import CheckpointError
+from robustq.integrity import content_hash
 from robustq.build import load_any_model
 from robustq.efficiency.export import load_packed, write_packed
 from robustq.models import set_noise
@@ -106,12 +107,17 @@ def good_file(tmp_path_factory):
     return path
 
 
-def _tamper(src, dst, edit):
+def _tamper(src, dst, edit, rehash=True):
+    """Edit a file as a hostile user would: the content hash recomputed (unless ``rehash`` is
+    False), so that the checks behind it are what must catch the edit."""
     tensors = load_file(src)
     from safetensors import safe_open
     with safe_open(str(src), "pt") as f:
         header = json.loads(f.metadata()["robustq"])
     edit(tensors, header)
+    if rehash and "sha256" in header:
+        header["sha256"] = content_hash({"header": {k: v for k, v in header.items() if k != "sha256"},
+                                         "tensors": tensors})
     save_file(tensors, dst, metadata={"robustq": json.dumps(header)})
     return dst
 
@@ -140,6 +146,13 @@ TAMPERS = {
     "absurd size": (lambda t, h: h["arch"].__setitem__("in_channels", 10 ** 9), "implausible"),
     "foreign format tag": (lambda t, h: h.clear() or h.__setitem__("format", "other"), "not a robustq-packed"),
 }
+
+
+def test_an_edit_without_a_new_hash_is_corrupt(good_file, tmp_path):
+    bad = _tamper(good_file, tmp_path / "bad.safetensors",
+                  lambda t, h: t[_first(t, "bn.weight")].mul_(1.0001), rehash=False)
+    with pytest.raises(CheckpointError, match="content hash"):
+        load_packed(bad)
 
 
 @pytest.mark.parametrize("case", sorted(TAMPERS))

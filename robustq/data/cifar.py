@@ -28,7 +28,10 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .bounded import read_file
 from .datasets import ImageData
+
+MAX_MEMBER = 256 << 20   # the largest CIFAR member (CIFAR-100 train) is 155 MB
 
 # numeric dtypes a CIFAR pickle may reconstruct (no object, no structured dtypes)
 _NUMERIC_KINDS = set("biuf")
@@ -156,14 +159,20 @@ class _Source:
 
     def read_all(self) -> dict[str, bytes]:
         if self.tar is None:
-            return {m: (self.where / m).read_bytes() for m in self.members}
+            return {m: read_file(self.where / m, self.describe(m), MAX_MEMBER) for m in self.members}
         wanted = {f"{self.tar}/{m}": m for m in self.members}
         out: dict[str, bytes] = {}
         try:
             with tarfile.open(self.where, "r:gz") as tar:
                 for info in tar:
                     if info.name in wanted and info.isfile():
+                        if info.size > MAX_MEMBER:
+                            raise DataError(f"{self.describe(wanted[info.name])} declares "
+                                            f"{info.size:,} bytes, more than any CIFAR file; the "
+                                            f"archive is corrupt: fetch the dataset again")
                         out[wanted[info.name]] = tar.extractfile(info).read()
+                        if len(out) == len(wanted):
+                            break  # the rest of the archive is never decompressed
         except (tarfile.TarError, OSError, EOFError) as e:
             raise DataError(f"{self.where} is not a readable .tar.gz ({e}); it is truncated "
                             f"or corrupt: delete it and fetch the dataset again") from None

@@ -109,10 +109,16 @@ def verify(name: str, data: ImageData, shape: tuple[int, int, int], count: Optio
     if count is not None and n != count:
         raise DataError(f"{name} {split} split has {n} images but the official one has {count}; "
                         f"the copy is incomplete or not {name}: download it again")
+    if data.images.dtype != torch.uint8 or data.labels.dtype != torch.int64:
+        raise DataError(f"{name} {split} holds {data.images.dtype} images and {data.labels.dtype} "
+                        f"labels, not uint8 pixels and integer labels; the files are not {name}")
     if n and (int(data.labels.min()) < 0 or int(data.labels.max()) >= num_classes):
         raise DataError(f"{name} {split} labels span [{int(data.labels.min())}, "
                         f"{int(data.labels.max())}] but must lie in [0, {num_classes - 1}]; the "
                         f"label file is corrupt or belongs to another dataset")
+    if n >= 2 * num_classes and int(data.labels.unique().numel()) == 1:
+        raise DataError(f"{name} {split} labels are all {int(data.labels[0])}; the label file is "
+                        f"corrupt (zeroed or overwritten): download the dataset again")
     return data
 
 
@@ -181,8 +187,36 @@ def find_root(spec: DatasetSpec, root: Optional[str | Path] = None) -> Path:
                     f"{spec.dirname}/")
 
 
-def load_dataset(name: str, root: Optional[str | Path] = None) -> tuple[ImageData, ImageData, DatasetSpec]:
-    """Read and verify ``name``'s train and test splits from ``root`` (or the usual places).
+def check_md5s(spec: DatasetSpec, where: Path, require: bool = True) -> list[str]:
+    """Check the published MD5 of each of ``spec``'s official files in ``where`` (or, for an
+    extracted archive, its parent); returns the files checked. DataError on any mismatch and,
+    if ``require``, when a file to check is absent (only its extracted content is there)."""
+    from .fetch import md5sum
+
+    if not spec.resources:
+        raise DataError(f"{spec.name} has no published checksums (it is bundled or derived); "
+                        f"set data.verify false for it")
+    checked = []
+    for res in spec.resources:
+        path = next((d / res.file for d in (where, where.parent) if (d / res.file).is_file()), None)
+        if path is None and not require:
+            continue
+        if path is None:
+            raise DataError(f"{spec.name}: {res.file} is not in {where}, so its published MD5 "
+                            f"cannot be checked; fetch the dataset (robustq data fetch "
+                            f"{spec.name}) or set data.verify false")
+        if md5sum(path) != res.md5:
+            raise DataError(f"{path} does not have the published MD5 {res.md5} (a re-compressed "
+                            f"or modified copy); fetch the official file (robustq data fetch "
+                            f"{spec.name}) or set data.verify false to use it as it is")
+        checked.append(str(path))
+    return checked
+
+
+def load_dataset(name: str, root: Optional[str | Path] = None,
+                 check: bool = False) -> tuple[ImageData, ImageData, DatasetSpec]:
+    """Read and verify ``name``'s train and test splits from ``root`` (or the usual places);
+    with ``check``, first check the published MD5s of the files (``check_md5s``).
 
     ``folder:PATH`` and ``npz:PATH`` name a dataset of the user's own (``own.py``)."""
     from .own import load_own, own_kind
@@ -190,6 +224,8 @@ def load_dataset(name: str, root: Optional[str | Path] = None) -> tuple[ImageDat
         return load_own(name, root)
     spec = get_spec(name)
     where = find_root(spec, root)
+    if check:
+        check_md5s(spec, where)
     train, test = spec.read(where)
     shape = (spec.channels, spec.size, spec.size)
     verify(name, train, shape, spec.counts[0], spec.num_classes, "train")

@@ -1,6 +1,7 @@
 """What ``robustq data list`` shows: each dataset, where it was found, its counts, or how to
 get it. Finding is cheap (file names only); ``verify=True`` also reads and checks every
-dataset that was found, which takes seconds for the large ones."""
+dataset that was found and, where its official files are there (not only their extracted
+content), their published MD5s; that takes seconds for the large ones."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import DataError
-from .datasets import ENV_VAR, DATASETS, DatasetSpec, find_root, load_dataset, user_data_dir
+from .datasets import (ENV_VAR, DATASETS, DatasetSpec, check_md5s, find_root, load_dataset,
+                       user_data_dir)
 
 
 @dataclass
@@ -33,11 +35,21 @@ def survey(verify: bool = False, names: Optional[list[str]] = None) -> list[Entr
         if verify:
             try:
                 load_dataset(name, where)
-                status = "verified"
+                status = "verified" + _md5_note(spec, where)
             except DataError as e:
                 status = f"INVALID: {e}"
         out.append(Entry(spec, where, status))
     return out
+
+
+def _md5_note(spec: DatasetSpec, where: Path) -> str:
+    """How the official files compare with their published MD5s (after the content checks
+    passed, a mismatch means a re-compressed or modified copy, not a broken one)."""
+    try:
+        checked = check_md5s(spec, where, require=False) if spec.resources else []
+    except DataError:
+        return " (content only; MD5s differ from the published files, a re-compressed copy?)"
+    return " (and its published MD5s)" if checked else ""
 
 
 def format_survey(entries: list[Entry]) -> str:

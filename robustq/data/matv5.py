@@ -30,6 +30,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import DataError
+from .bounded import inflate, read_file
 
 MI_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8",
             12: "i8", 13: "u8"}
@@ -122,20 +123,13 @@ def read_mat(path: str | Path, names: Optional[set[str]] = None) -> dict[str, np
     """The numeric variables of a level-5 MAT-file (only ``names`` if given), with MATLAB's
     shapes (column-major data reshaped in Fortran order)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"dataset file {path} is missing; fetch the dataset (robustq data "
-                        f"fetch) or point data.root at a complete copy") from None
+    raw = read_file(path, str(path))
     top = _Reader(raw, _header(raw, str(path)), str(path))
     top.pos, out = 128, {}
     while top.pos < len(raw):
         mtype, data = top.element()
         if mtype == MI_COMPRESSED:
-            try:
-                inner = _Reader(zlib.decompress(data), top.order, top.what)
-            except zlib.error as e:
-                raise top.fail(f"a compressed variable does not inflate: {e}") from None
+            inner = _Reader(inflate(data, top.what), top.order, top.what)
             mtype, data = inner.element()
         if mtype != MI_MATRIX:
             continue

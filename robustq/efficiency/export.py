@@ -7,15 +7,18 @@ Layout (``FORMAT = "robustq-packed"``, version 1):
   ternary, m bits for m-bit, little-endian bit stream), and ``NAME.scale``, its fp32 scale of
   shape (1,), so that ``weight = scale * codes``; every other tensor of the pruned model (BN,
   float shortcuts and classifier, folded constants) as it is (fp32; BN counters int64);
-* metadata ``{"robustq": JSON}``: ``format``, ``format_version``, ``version``, ``arch`` (the
+* metadata ``{"robustq": JSON}``: ``format``, ``format_version``, ``version``, ``sha256``
+  (the content hash of the tensors and the rest of the metadata, ``integrity.py``), ``arch`` (the
   dense architecture: depth, ensemble, noise, in_channels, num_classes, input_size),
   ``input_shape``, ``num_classes``, ``noise``, ``ensemble``, ``quant``, ``bit_map``,
   ``pruned`` (the channel plan, ``pruned.py``: the architecture after pruning), ``packed``
   (per packed tensor: scheme, bits, levels, shape) and provenance (method, dataset, epoch).
 
-``load`` checks everything before building anything: the file parses, the metadata is ours
-and consistent, every tensor has the shape the plan implies, every code lies inside its bit
-width and the padding bits are zero. Any failure is one ``CheckpointError`` sentence.
+``load`` checks everything before building anything: the file parses, the content hash
+matches (format version 2; version 1 files have none), the metadata is ours, of the right
+types, within the architecture budget and consistent, every tensor has the shape the plan
+implies, weights are finite and BN variances >= 0, every code lies inside its bit width and
+the padding bits are zero. Any failure is one ``CheckpointError`` sentence.
 safetensors holds raw arrays and JSON only, so loading never executes code.
 """
 from __future__ import annotations
@@ -30,15 +33,12 @@ from torch import nn
 
 from .. import __version__
 from ..errors import CheckpointError, RobustqError
+from ..integrity import HASH_KEY, check_model_meta, check_tensors, content_hash
 from .packing import code_bits, pack_codes, recover_codes, unpack_codes
 from .pruned import build_pruned
 
-FORMAT, FORMAT_VERSION = "robustq-packed", 1
-ARCH_FIELDS = {"depth": int, "ensemble": int, "noise": float, "in_channels": int,
-               "num_classes": int, "input_size": int}
-# generous bounds, so that a tampered header cannot make the loader allocate absurd tensors
-ARCH_LIMITS = {"depth": (8, 2000), "ensemble": (1, 64), "noise": (0, 100), "in_channels": (1, 1024),
-               "num_classes": (1, 100_000), "input_size": (1, 8192)}
+FORMAT, FORMAT_VERSION = "robustq-packed", 2   # 2: with the content hash
+ARCH_FIELDS = ("depth", "ensemble", "noise", "in_channels", "num_classes", "input_size")
 
 
 def _projection(scheme: str) -> tuple[int, int]:
@@ -86,6 +86,8 @@ def write_packed(path: str | Path, pruned: nn.Module, spec: dict, meta: dict, pa
               "quant": meta.get("quant", "float"), "bit_map": meta.get("bit_map", {}),
               "pruned": spec, "packed": table,
               **{k: meta[k] for k in ("method", "policy", "dataset", "epoch", "val") if k in meta}}
+    header = json.loads(json.dumps(header))  # hashed as load will see it (tuples -> lists)
+    header[HASH_KEY] = content_hash({"header": header, "tensors": tensors})
     atomic_write(path, save(tensors, metadata={"robustq": json.dumps(header)}))
     return header
 
@@ -117,20 +119,21 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return header, tensors
 
 
-def _check_header(path: Path, h: Any) -> dict:
+def _check_header(path: Path, h: Any, tensors: dict) -> dict:
     if not isinstance(h, dict) or h.get("format") != FORMAT:
         raise _fail(path, f"is not a {FORMAT} file")
-    if not isinstance(h.get("format_version"), int) or h["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format version {h.get('format_version')!r}, newer than "
-                              f"this robustq reads ({FORMAT_VERSION}); upgrade robustq")
-    arch = h.get("arch")
-    if not isinstance(arch, dict) or set(arch) != set(ARCH_FIELDS) or not all(
-            isinstance(arch[k], (int, float) if t is float else int) and not isinstance(arch[k], bool)
-            for k, t in ARCH_FIELDS.items()):
-        raise _fail(path, f"has an invalid architecture in its metadata ({arch!r:.120})")
-    for k, (lo, hi) in ARCH_LIMITS.items():
-        if not lo <= arch[k] <= hi:
-            raise _fail(path, f"has an implausible architecture in its metadata ({k} = {arch[k]})")
+    version = h.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _fail(path, "has an invalid format version in its metadata")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {version}, newer than this robustq "
+                              f"reads ({FORMAT_VERSION}); upgrade robustq")
+    if (version >= 2 or HASH_KEY in h) and h.get(HASH_KEY) != content_hash(
+            {"header": {k: v for k, v in h.items() if k != HASH_KEY}, "tensors": tensors}):
+        raise _fail(path, "is corrupt: its content does not match its SHA-256 content hash (a "
+                          "flipped bit or an edit)")
+    check_model_meta(h, path)
+    arch = h["arch"]
     shape = [arch["in_channels"], arch["input_size"], arch["input_size"]]
     if h.get("input_shape") != shape or h.get("num_classes") != arch["num_classes"] \
             or h.get("ensemble") != arch["ensemble"] or h.get("noise") != arch["noise"]:
@@ -174,9 +177,8 @@ def _state(path: Path, h: dict, tensors: dict, model: nn.Module) -> dict[str, to
         if t.shape != ref.shape or t.dtype != ref.dtype:
             raise _fail(path, f"has a tensor {name} of shape {list(t.shape)} ({t.dtype}) where "
                               f"its metadata implies {list(ref.shape)} ({ref.dtype})")
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise _fail(path, f"has non-finite values in {name}")
         state[name] = t
+    check_tensors(state, path)
     if tensors or set(h["packed"]) - set(state):
         extra = sorted(tensors) or sorted(set(h["packed"]) - set(state))
         raise _fail(path, f"has tensors its metadata does not describe ({', '.join(extra[:3])})")
@@ -189,7 +191,7 @@ def load_packed(path: str | Path, device: torch.device | str = "cpu") -> tuple[n
     deterministic outputs."""
     path = Path(path)
     h, tensors = _read(path)
-    h = _check_header(path, h)
+    h = _check_header(path, h, tensors)
     try:
         model = build_pruned(h["arch"], h["pruned"])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:

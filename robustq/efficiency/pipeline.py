@@ -86,7 +86,9 @@ def _figures(model: nn.Module, report: dict, stem: Path) -> list[str]:
 def analyse(target: str | Path, figures: bool = True) -> dict:
     """Sparsity report, pruning sizes, figures; writes ``<stem>.sparsity.json`` (+ PNGs)."""
     from .sparsity import sparsity_report
+    from ..checkpoint import check_output_file
     path, stem = resolve(target)
+    check_output_file(f"{stem}.sparsity.json", "the sparsity report", inputs=(path,))
     model, meta = _load(path)
     report = sparsity_report(model, quantized_layers(meta))
     report["pruning"] = _dense_or_pruned(model, meta)[2]
@@ -118,12 +120,12 @@ def prune_to_file(target: str | Path, out: Optional[str | Path] = None, pack: bo
     from .export import file_sizes, load_packed, write_packed
     if align < 1:
         raise RobustqError(f"--align must be a positive number of channels, got {align}")
+    from ..checkpoint import check_output_file
     path, stem = resolve(target)
+    out = Path(out) if out else Path(f"{stem}.{'packed' if pack else 'pruned'}.safetensors")
+    check_output_file(out, "--out", inputs=(path,))  # before the work, never over a run's files
     model, meta = _load(path)
     pruned, spec, sizes = _dense_or_pruned(model, meta, align)
-    out = Path(out) if out else Path(f"{stem}.{'packed' if pack else 'pruned'}.safetensors")
-    if out.resolve() == path.resolve():
-        raise CheckpointError(f"{out} is the input file; choose another --out")
     header = write_packed(out, pruned, spec, meta, pack=pack)
     shape = header["input_shape"]
     reloaded, _ = load_packed(out)
