@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..checkpoint import atomic_write
-from .collect import Run, check_one_protocol, find_runs, tidy_rows, to_csv
+from .collect import Run, check_one_protocol, check_unique, find_runs, tidy_rows, to_csv
 from .paper import claims, paper_data, paper_value, table_rows
 from .stats import mean_std, paired
 
@@ -57,7 +57,8 @@ def write_report(dirs: list[str], out: str | Path = "report.md", *, plots: bool 
     from . import plots as plot_mod
 
     runs = find_runs(dirs)
-    check_one_protocol(runs)   # before anything is written
+    check_one_protocol(runs)   # both before anything is written
+    check_unique(runs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = command or "robustq report " + " ".join(shlex.quote(str(d)) for d in dirs)

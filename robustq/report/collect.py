@@ -132,6 +132,20 @@ def check_one_protocol(runs: list[Run]) -> str:
     return protocols[0]
 
 
+def check_unique(runs: list[Run]) -> None:
+    """Two evaluated runs with the same settings and seed would be counted twice as one seed."""
+    seen: dict = {}
+    for r in runs:
+        if not r.records:
+            continue
+        key = tuple(sorted(r.descriptor.items()))
+        if key in seen:
+            raise ConfigError(f"two runs have the same settings and seed {r.descriptor['seed']} "
+                              f"({seen[key]} and {r.path}); keep one of them or report them "
+                              f"separately")
+        seen[key] = r.path
+
+
 def metrics(record: dict) -> dict:
     """The flat metrics of one record: accuracies per attack, worst case, sparsity."""
     out = {"natural_acc": record.get("natural_acc")}
