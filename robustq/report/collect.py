@@ -132,6 +132,17 @@ def check_one_protocol(runs: list[Run]) -> str:
     return protocols[0]
 
 
+def compute_seconds(run: Run) -> float:
+    """Seconds a run recorded: its training epochs (``metrics.csv``) and its evaluations."""
+    total = 0.0
+    try:
+        with open(run.path / "metrics.csv") as f:
+            total += sum(float(r.get("seconds") or 0) for r in csv.DictReader(f))
+    except (OSError, ValueError):
+        pass
+    return total + sum(float(r.get("eval_seconds") or 0) for r in run.records.values())
+
+
 def check_unique(runs: list[Run]) -> None:
     """Two evaluated runs with the same settings and seed would be counted twice as one seed."""
     seen: dict = {}

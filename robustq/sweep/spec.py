@@ -179,23 +179,33 @@ def _build(path: Path, base: Path | None, values: dict, shared: dict) -> RunConf
     return load_config(None, base=data)
 
 
-def load_sweep(path: str | Path, overrides: list[str] = ()) -> list[Point]:
-    """Expand one sweep file into its points, every config built and validated.
-
-    ``overrides`` (``key=value``) apply to every point after the file's own ``set``."""
-    path = Path(path)
-    data = _read(path)
-    base = _base_path(path, data.get("base"))
-    shared = dict(_mapping(path, data, "set"))
+def overrides_dict(overrides) -> list[tuple[str, Any]]:
+    """``key=value`` strings as (key, parsed value) pairs."""
+    pairs = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        shared[k.strip()] = yaml.safe_load(v) if v.strip() else None
+        pairs.append((k.strip(), yaml.safe_load(v) if v.strip() else None))
+    return pairs
+
+
+def load_sweep(path: str | Path, overrides: list[str] = ()) -> list[Point]:
+    """Expand one sweep file into its points, every config built and validated.
+
+    ``overrides`` (``key=value``) apply to every point after the file's own ``set``, and
+    ``eval.*`` ones to every evaluation too (a tiny trial of a big sweep is the same command)."""
+    path = Path(path)
+    data = _read(path)
+    base = _base_path(path, data.get("base"))
+    shared = dict(_mapping(path, data, "set"))
+    shared.update(overrides_dict(overrides))
     seeds = data.get("seeds", [None])
     if not isinstance(seeds, list) or not seeds or not all(s is None or isinstance(s, int) for s in seeds):
         _fail(path, "seeds must be a non-empty list of integers")
     evaluate, name = _evaluate(path, data), str(data.get("name") or path.stem)
+    for suite in evaluate:   # --set eval.* wins over the file's evaluation settings too
+        evaluate[suite].update({k: v for k, v in overrides_dict(overrides) if k.startswith("eval.")})
     protocol = str(data.get("protocol") or "custom")
     points = []
     for values in _axes(path, data):
