@@ -209,11 +209,20 @@ def test_dry_run_writes_nothing_and_a_changed_sweep_is_refused(tmp_path):
 
 def test_a_failing_point_is_recorded_and_the_others_still_run(tmp_path, capsys):
     f = write_sweep(tmp_path / "s.yaml", set={"train.epochs": 1, "train.max_batches": 1},
-                    rows=[{"data.root": str(tmp_path / "nowhere")}, {"data.val_size": 32}])
+                    rows=[{"data.val_size": 20000}, {"data.val_size": 32}])   # 10,000 images
     out = tmp_path / "out"
     assert main(["sweep", str(f), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "1 points failed" in err[0]
-    bad = next(out.glob("root-*"))
-    assert "does not exist" in json.loads((bad / "sweep-failed.json").read_text())["error"]
-    assert (out / "val_size-32" / "sweep-done.json").exists()
+    failed = json.loads((out / "val_size-20000" / "sweep-failed.json").read_text())
+    assert "would hold out all" in failed["error"]
+    done = json.loads((out / "val_size-32" / "sweep-done.json").read_text())
+    assert done["cpus"] >= 1 and done["threads"] >= 1 and done["host"]
+
+
+def test_a_missing_dataset_stops_the_sweep_before_it_starts(tmp_path, capsys):
+    f = write_sweep(tmp_path / "s.yaml", set={"data.root": str(tmp_path / "nowhere")})
+    out = tmp_path / "out"
+    assert main(["sweep", str(f), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0] and not out.exists()

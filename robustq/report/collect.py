@@ -33,6 +33,7 @@ class Run:
     protocol: str
     records: dict = field(default_factory=dict)   # suite -> record
     failed: str = ""                             # the sweep's failure message, if any
+    machine: dict = field(default_factory=dict)  # where a sweep ran it (sweep-done.json)
 
     @property
     def descriptor(self) -> dict:
@@ -113,8 +114,10 @@ def find_runs(folders: list[str | Path]) -> list[Run]:
                 continue
             info = _read_json(d / "sweep.json") or {}
             failed = _read_json(d / "sweep-failed.json") or {}
+            done = _read_json(d / "sweep-done.json")
             runs.append(Run(d, cfg, str(info.get("protocol", "custom")), load_records(d),
-                            str(failed.get("error", "")) if not (d / "sweep-done.json").exists() else ""))
+                            "" if done else str(failed.get("error", "")),
+                            done if isinstance(done, dict) else {}))
     if not runs:
         raise ConfigError(f"no runs found under {', '.join(map(str, folders))} (a run directory "
                           f"holds a config.yaml and its evaluation records); pass the --out "

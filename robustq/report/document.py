@@ -35,11 +35,24 @@ def header(runs: list[Run], protocol: str, command: str) -> list[tuple]:
                     f"paper's as printed in its Tables 1-6."),
               ("p", f"Compute recorded by the runs: {sum(map(compute_seconds, runs)) / 3600:.2f} "
                     f"hours (training epochs and evaluations as timed in each run directory; "
-                    f"per-epoch validation and start-up not included).")]
+                    f"per-epoch validation and start-up not included)." + _machines(runs))]
     for s, ns in n_eval.items():
         blocks.append(("p", f"Suite **{s}**: {SUITE_TEXT.get(s, s)}; test images per run: "
                             f"{', '.join(map(str, ns)) or '?'}."))
     return blocks
+
+
+def _machines(runs: list[Run]) -> str:
+    """`` Machines: <cpu>, N CPUs, T threads (k runs); ...`` from the sweeps' done markers."""
+    counts: dict = {}
+    for r in runs:
+        m = r.machine
+        if m:
+            key = f"{m.get('gpu') or m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs, " \
+                  f"{m.get('threads', '?')} torch threads"
+            counts[key] = counts.get(key, 0) + 1
+    return (" Machines: " + "; ".join(f"{k} ({n} runs)" for k, n in sorted(counts.items())) + "."
+            if counts else "")
 
 
 def claim_blocks(runs: list[Run]) -> list[tuple]:

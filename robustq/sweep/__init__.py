@@ -14,11 +14,12 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .runner import check_existing, evaluate_point, run_point, status, work
+from .runner import check_data, check_existing, evaluate_point, run_point, status, work
 from .spec import Point, load_sweep, load_sweeps, parse_shard, point_name, shard
 
 __all__ = ["Point", "load_sweep", "load_sweeps", "parse_shard", "point_name", "shard",
-           "run_sweep", "status", "evaluate_point", "run_point", "check_existing", "cpu_count"]
+           "run_sweep", "status", "evaluate_point", "run_point", "check_existing", "check_data",
+           "cpu_count"]
 
 
 def cpu_count() -> int:
@@ -64,8 +65,9 @@ def run_sweep(points: list[Point], out: str | Path, *, workers: int = 1,
     ``workers`` > 1 starts that many processes, each with ``threads`` torch threads (default:
     this machine's CPUs divided between them); ``workers`` == 1 works in this process."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_data(points)
     check_existing(out, points)
+    out.mkdir(parents=True, exist_ok=True)
     opts = dict(opts or {})
     if workers <= 1:
         if threads:

@@ -73,6 +73,35 @@ def status(out: Path, p: Point, stale_after_s: float = STALE_AFTER_S) -> str:
     return "partial" if (d / "checkpoint.pt").exists() else "new"
 
 
+def check_data(points: list[Point]) -> None:
+    """Every dataset the points train on is where their configs say (one sentence otherwise),
+    so that a sweep does not fail point after point for want of files."""
+    from ..data import get_spec
+    from ..data.datasets import find_root
+
+    for name, root in sorted({(p.config.data.name, p.config.data.root) for p in points}, key=str):
+        find_root(get_spec(name), root)
+
+
+def machine() -> dict:
+    """Where a point ran: host, CPU model, CPU count, torch threads (for the compute total)."""
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"host": socket.gethostname(), "cpu": model, "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def check_existing(out: Path, points: list[Point]) -> None:
     """Refuse an ``--out`` whose run directories hold other configs than the points now ask for
     (a changed sweep file would otherwise mix two settings under one name)."""
@@ -136,8 +165,7 @@ def run_point(p: Point, out: Path, *, device_name: str = "auto", log=print,
         if not has_record(d, suite):
             log(f"{p.name}: evaluating ({suite})")
             evaluate_point(d, suite, p.eval_overrides(suite), device_name)
-    atomic_write(d / DONE, (json.dumps({"finished": time.time(), "host": socket.gethostname()})
-                            + "\n").encode())
+    atomic_write(d / DONE, (json.dumps({"finished": time.time(), **machine()}) + "\n").encode())
     try:
         (d / FAILED).unlink()
     except FileNotFoundError:
