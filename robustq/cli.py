@@ -255,6 +255,10 @@ def _cmd_sweep(args) -> None:
             print(f"  {status(out, p) if out.is_dir() else 'new':8} {p.name}")
         return
     opts = {"device": args.device or "auto", "stale_after_s": args.stale_after}
+    if args.submitit:
+        return _submit(args, points, opts)
+    import signal
+    signal.signal(signal.SIGTERM, _interrupt)   # scancel / a job's time limit: release claims
     counts = run_sweep(mine, out, workers=args.workers,
                        threads=args.threads, opts=opts)
     print(f"sweep: {counts['done']} points run here, {counts['failed']} failed, "
@@ -263,6 +267,31 @@ def _cmd_sweep(args) -> None:
     if counts["failed"]:
         raise RobustqError(f"{counts['failed']} points failed (see sweep-failed.json in their run "
                            f"directories); fix the cause and run the same command again")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _submit(args, points, opts) -> None:
+    """``--submitit``: N shard jobs on the cluster (or local processes); --wait for them."""
+    from .sweep import check_data, check_existing
+    from .sweep.launch import submit
+
+    if args.dry_run or args.shard:
+        raise ConfigError("--submitit makes its own shards (--jobs N); drop --shard and --dry-run")
+    check_data(points)
+    check_existing(Path(args.out), points)
+    params = {k: v for k, v in (("timeout_min", args.timeout_min), ("slurm_partition", args.partition),
+                                ("gpus_per_node", args.gpus), ("cpus_per_task", args.cpus)) if v}
+    jobs = submit(args.sweeps, args.overrides, args.out, jobs=args.jobs,
+                  cluster=None if args.submitit == "auto" else args.submitit, opts=opts,
+                  parameters=params)
+    print(f"submitted {len(jobs)} jobs: {', '.join(str(j.job_id) for j in jobs)} (logs in "
+          f"{Path(args.out) / '.submitit'}); run the same command again to resubmit what is left")
+    if args.wait:
+        for j in jobs:
+            print(f"job {j.job_id}: {j.result()}")
 
 
 def _cmd_report(args) -> None:
@@ -293,6 +322,15 @@ def _add_sweep_verbs(sub) -> None:
                    help="override a config value in every point (repeatable)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="where to compute (default: each config's device)")
+    c = s.add_argument_group("cluster (needs robustq[submitit])")
+    c.add_argument("--submitit", choices=["auto", "slurm", "local"], help="submit --jobs shard "
+                   "jobs through submitit (auto: Slurm where available) instead of running here")
+    c.add_argument("--jobs", type=int, default=1, metavar="N", help="number of shard jobs")
+    c.add_argument("--timeout-min", type=int, help="time limit per job (requeued when it hits it)")
+    c.add_argument("--partition", help="Slurm partition")
+    c.add_argument("--gpus", type=int, help="GPUs per job")
+    c.add_argument("--cpus", type=int, help="CPUs per job")
+    c.add_argument("--wait", action="store_true", help="wait for the jobs and print their counts")
     s.set_defaults(func=_cmd_sweep)
     r = sub.add_parser("report", help="tables (CSV, Markdown, HTML), the paper's numbers beside "
                                       "ours, a verdict per claim, plots, from run directories")
@@ -409,8 +447,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"robustq: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nrobustq: interrupted; the last finished epoch is saved: continue with "
-              "robustq train --resume RUN_DIR", file=sys.stderr)
+        again = ("run the same robustq sweep command" if args.verb == "sweep" else
+                 "robustq train --resume RUN_DIR")
+        print(f"\nrobustq: interrupted; the last finished epoch is saved: continue with {again}",
+              file=sys.stderr)
         return 130
     return 0
 

@@ -226,3 +226,36 @@ def test_a_missing_dataset_stops_the_sweep_before_it_starts(tmp_path, capsys):
     assert main(["sweep", str(f), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0] and not out.exists()
+
+
+def test_submitit_shard_jobs_run_every_point_once(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    f = write_sweep(tmp_path / "s.yaml", grid={"loss.beta": [1, 4, 8]},
+                    set={"train.epochs": 1, "train.max_batches": 1})
+    out = tmp_path / "out"
+    assert main(["sweep", str(f), "--out", str(out), "--submitit", "local", "--jobs", "2",
+                 "--timeout-min", "10", "--wait"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("'failed': 0") == 2
+    events = [json.loads(line) for line in (out / "sweep-log.jsonl").read_text().splitlines()]
+    starts = sorted(e["point"] for e in events if e["event"] == "start")
+    assert starts == ["beta-1", "beta-4", "beta-8"]
+    assert all((out / p / "sweep-done.json").exists() for p in starts)
+    assert main(["sweep", str(f), "--out", str(out), "--submitit", "local", "--shard", "1/2"]) == 2
+
+
+def test_sigterm_releases_the_claim_and_the_point_resumes(tmp_path):
+    import signal
+
+    f = write_sweep(tmp_path / "s.yaml", set={"train.epochs": 8})
+    out = tmp_path / "out"
+    proc = popen("sweep", str(f), "--out", str(out))
+    deadline = time.time() + 120
+    while not (out / "point" / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)   # what scancel or a job's time limit sends
+    text = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130 and "run the same robustq sweep command" in text
+    assert generations(out / "point") == [] and not (out / "point" / "sweep-done.json").exists()
+    assert run_sweep(load_sweeps([f]), out, log=lambda *_: None)["done"] == 1
+    assert len(_rows(out / "point")) == 8

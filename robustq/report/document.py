@@ -47,7 +47,7 @@ def _machines(runs: list[Run]) -> str:
     counts: dict = {}
     for r in runs:
         m = r.machine
-        if m:
+        if m.get("cpus"):
             key = f"{m.get('gpu') or m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs, " \
                   f"{m.get('threads', '?')} torch threads"
             counts[key] = counts.get(key, 0) + 1
