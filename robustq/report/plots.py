@@ -16,11 +16,8 @@ from .stats import mean_std
 
 
 def available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _figure(w: float = 7.0, h: float = 4.0):
