@@ -6,6 +6,8 @@
     robustq eval --model MODULE:FACTORY [--weights FILE] --dataset NAME [--suite ...]
     robustq sparsity|prune|export RUN_DIR|MODEL_FILE   (efficiency/pipeline.py)
     robustq config list|show NAME|keys                 bundled configs, every config key
+    robustq sweep SWEEP.yaml... --out DIR [--workers N] [--shard K/N] [--dry-run]
+    robustq report DIR... [--out FILE]
     robustq data list|fetch NAME
 
 Each verb calls one library function (``jobs.py``, ``efficiency/pipeline.py``, ``data``) with
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__
+from .cli_sweep import add_sweep_verbs
 from .errors import ConfigError, RobustqError, sentence
 from .interrupted import State
 
@@ -289,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_eval)
     _efficiency_verbs(sub)
     _add_config_verb(sub)
+    add_sweep_verbs(sub)
     _add_data_verb(sub)
     return p
 
@@ -324,7 +328,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"robustq: error: {sentence(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nrobustq: interrupted; {note(args.state)}", file=sys.stderr)
+        if args.verb == "sweep":
+            print("\nrobustq: interrupted; finished points and the last checkpoints are kept: run "
+                  "the same robustq sweep command to continue", file=sys.stderr)
+        else:
+            print(f"\nrobustq: interrupted; {note(args.state)}", file=sys.stderr)
         return 130
     return 0
 
