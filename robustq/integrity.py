@@ -220,7 +220,7 @@ def _finite_number(v: Any) -> bool:
 def check_checkpoint(ck: dict, path: Path, epochs: int, steps_per_epoch: int = 1) -> None:
     """What a checkpoint must hold before ``--resume`` touches the model: every key, an epoch
     in [1, ``epochs``] that agrees with the metrics, RNG states of the sizes this PyTorch
-    uses, finite weights and optimizer state, a finite positive learning rate, and an LR
+    uses, finite weights and optimizer state, a finite learning rate >= 0 (a one-cycle schedule ends at 0), and an LR
     schedule that has taken ``steps_per_epoch`` steps per finished epoch."""
     missing = [k for k in CHECKPOINT_KEYS if k not in ck]
     if missing:
@@ -253,7 +253,7 @@ def _check_optimizer(opt: Any, sched: Any, path: Path, epoch: int, steps: int) -
     if not isinstance(groups, list) or not groups or not isinstance(opt.get("state"), dict):
         raise _bad(path, "has no valid optimizer state")
     for g in groups:
-        if not isinstance(g, dict) or not _finite_number(g.get("lr")) or g["lr"] <= 0 or not all(
+        if not isinstance(g, dict) or not _finite_number(g.get("lr")) or g["lr"] < 0 or not all(
                 _finite_number(g.get(k)) for k in ("momentum", "weight_decay")):
             raise _bad(path, f"has an invalid learning rate or momentum "
                              f"({short(g.get('lr') if isinstance(g, dict) else g, 40)})")
@@ -266,6 +266,11 @@ def _check_optimizer(opt: Any, sched: Any, path: Path, epoch: int, steps: int) -
             raise _bad(path, "has an invalid optimizer state")
         check_tensors({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, path,
                       "optimizer state")
-    if not isinstance(sched, dict) or sched.get("last_epoch") != steps or not all(
-            _finite_number(v) and v > 0 for v in sched.get("_last_lr", [1.0])):
+    last = sched.get("_last_lr", [g["lr"] for g in groups]) if isinstance(sched, dict) else None
+    if not isinstance(sched, dict) or sched.get("last_epoch") != steps or not isinstance(last, list) \
+            or len(last) != len(groups) or not all(_finite_number(v) and v >= 0 for v in last):
         raise _bad(path, f"has a learning-rate schedule that is not at epoch {epoch}")
+    # the optimizer's rate is the one the schedule set last (a one-cycle schedule ends at 0)
+    if any(abs(g["lr"] - v) > 1e-12 * max(1.0, abs(v)) for g, v in zip(groups, last)):
+        raise _bad(path, f"has a learning rate ({short(groups[0]['lr'], 40)}) that is not the "
+                         f"one its schedule set ({short(last[0], 40)})")
