@@ -4,6 +4,11 @@
     robustq train CONFIG [--set k=v ...] [--out DIR] [--resume]
     robustq eval RUN_DIR|MODEL_FILE [--suite paper|quick|strong|autoattack] [--curve] [--set eval.k=v ...]
     robustq sparsity|prune|export RUN_DIR|MODEL_FILE   (efficiency.py)
+
+``python -m robustq`` is the same command; ``torchrun --nproc_per_node N -m robustq train|eval
+...`` runs train and eval on N processes (``distributed.py``): every rank checks its inputs,
+an error on any rank stops all of them with one sentence printed by rank 0, and only rank 0
+writes files or prints.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__
+from . import distributed
+from .distributed import SINGLE, Dist, agree
 from .errors import ConfigError, RobustqError
 
 
@@ -42,68 +49,72 @@ def _prepare_run_dir(out: Optional[str], name: str) -> Path:
     raise ConfigError("could not create a new run directory under runs/; pass --out DIR")
 
 
+def _say(d: Dist):
+    """``print`` on rank 0, silence on the other ranks."""
+    return print if d.main else (lambda *a, **k: None)
+
+
 def _train_and_eval(config: Optional[Path], overrides: list[str], out: Optional[str],
                     resume: Optional[str], device_name: Optional[str], evaluate_after: bool,
-                    quiet: bool) -> None:
+                    quiet: bool, d: Dist = SINGLE) -> None:
     from .config import load_config
-    from .engine import setup, train
+    from .engine import check_world, setup, train
     from .runtime import resolve_device
     from .checkpoint import atomic_write
 
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "checkpoint.pt").exists():
-            raise ConfigError(f"{run_dir} holds no checkpoint.pt to resume from; give the run "
-                              f"directory of an interrupted run")
-        if overrides or config is not None:
-            raise ConfigError("--resume continues a run with its saved config.yaml; drop the "
-                              "CONFIG and --set arguments")
-        cfg = load_config(run_dir / "config.yaml")
-    else:
-        cfg = load_config(config, overrides)
-    device = resolve_device(device_name or cfg.device)
-    s = setup(cfg)  # reads and verifies the data before anything is written
-    if resume is None:
+    def prepare():
+        if resume is not None:
+            run_dir = Path(resume)
+            if not (run_dir / "checkpoint.pt").exists():
+                raise ConfigError(f"{run_dir} holds no checkpoint.pt to resume from; give the run "
+                                  f"directory of an interrupted run")
+            if overrides or config is not None:
+                raise ConfigError("--resume continues a run with its saved config.yaml; drop the "
+                                  "CONFIG and --set arguments")
+            cfg = load_config(run_dir / "config.yaml")
+        else:
+            cfg = load_config(config, overrides)
+        device = distributed.rank_device(resolve_device(device_name or cfg.device), d)
+        s = setup(cfg)  # reads and verifies the data before anything is written
+        check_world(len(s.train), cfg, d, device)
+        return cfg, device, s
+
+    cfg, device, s = agree(prepare, d)   # any rank's error stops every rank, nothing written
+    distributed.check_same_config(cfg.to_yaml(), d)
+
+    def make_dir() -> Path:
         run_dir = _prepare_run_dir(out, cfg.name)
         atomic_write(run_dir / "config.yaml", cfg.to_yaml().encode())
-    print(f"run directory: {run_dir}")
-    train(cfg, run_dir, device, resume=resume is not None, progress=not quiet, prepared=s)
+        return run_dir
+
+    run_dir = Path(resume) if resume is not None else agree(make_dir, d, main_only=True)
+    _say(d)(f"run directory: {run_dir}")
+    train(cfg, run_dir, device, resume=resume is not None, progress=not quiet, prepared=s, dist=d)
     if evaluate_after:
-        _evaluate_run(run_dir, [], device_name)
-    print(f"run directory: {run_dir}")
+        _evaluate_run(run_dir, [], device_name, d=d)
+    _say(d)(f"run directory: {run_dir}")
 
 
 def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str],
                   results_path: Optional[str] = None, surrogate: Optional[str] = None,
-                  curve: Optional[str] = None) -> dict:
-    from .config import load_config
-    from .data import load_dataset
-    from .evaluate import evaluate, format_table, load_any_model, write_results
-    from .runtime import resolve_device
+                  curve: Optional[str] = None, d: Dist = SINGLE) -> dict:
+    from .evaluate import evaluate, format_table, write_results
 
-    target = Path(target)
-    if target.is_dir():
-        model_path, cfg = target / "model.pt", load_config(target / "config.yaml", overrides)
-        out = Path(results_path) if results_path else target / "results.json"
-    else:
-        model_path, cfg = target, None
-        out = Path(results_path) if results_path else target.with_name(target.stem + ".results.json")
-    device = resolve_device(device_name or (cfg.device if cfg else "auto"))
-    model, meta = load_any_model(model_path, device)
-    if cfg is None:
-        cfg = load_config(None, [f"data.name={meta.get('dataset', 'fashion-mnist-10k')}",
-                                 f"quant.scheme={meta.get('quant', 'float')}",
-                                 f"quant.method={meta.get('method', 'none')}", *overrides])
-    _, test, _ = load_dataset(cfg.data.name, cfg.data.root)
+    target, say = Path(target), _say(d)
+    cfg, model, meta, test, device, out, surrogate_model, curve_eps = agree(
+        lambda: _load_for_eval(target, overrides, device_name, results_path, surrogate, curve, d), d)
+    distributed.check_same_config(cfg.to_yaml(), d)
+    model_path = target / "model.pt" if target.is_dir() else target
     what = f"attacks {', '.join(cfg.eval.attacks)}" if cfg.eval.suite == "paper" else f"suite {cfg.eval.suite}"
-    print(f"evaluating {model_path} on {cfg.data.name} ({min(len(test), cfg.eval.n_eval or len(test))} "
-          f"test images; {what})", flush=True)
-    surrogate_model = load_any_model(surrogate, device)[0] if surrogate else None
-    curve_eps = _curve_eps(curve)
-    results = evaluate(model, meta, cfg, test, device, surrogate=surrogate_model, curve_eps=curve_eps)
+    say(f"evaluating {model_path} on {cfg.data.name} ({min(len(test), cfg.eval.n_eval or len(test))} "
+        f"test images; {what}" + (f"; {d.world} processes" if d.active else "") + ")", flush=True)
+    results = evaluate(model, meta, cfg, test, device, log=say, surrogate=surrogate_model,
+                       curve_eps=curve_eps, dist=d)
     if target.is_dir() and (target / "metrics.csv").is_file():
         from .engine import training_summary
         results["training"] = training_summary(target)  # states catastrophic overfitting
+    if not d.main:
+        return results
     _keep_other_suite(out, results.get("suite", "paper"))
     write_results(results, out)
     print(format_table(results))
@@ -114,6 +125,32 @@ def _evaluate_run(target: Path, overrides: list[str], device_name: Optional[str]
         print(f"robustness curve: {png}")
     print(f"results: {out}")
     return results
+
+
+def _load_for_eval(target: Path, overrides: list[str], device_name: Optional[str],
+                   results_path: Optional[str], surrogate: Optional[str], curve: Optional[str],
+                   d: Dist) -> tuple:
+    """Everything an evaluation needs, read and checked before any work starts."""
+    from .config import load_config
+    from .data import load_dataset
+    from .evaluate import load_any_model
+    from .runtime import resolve_device
+
+    if target.is_dir():
+        model_path, cfg = target / "model.pt", load_config(target / "config.yaml", overrides)
+        out = Path(results_path) if results_path else target / "results.json"
+    else:
+        model_path, cfg = target, None
+        out = Path(results_path) if results_path else target.with_name(target.stem + ".results.json")
+    device = distributed.rank_device(resolve_device(device_name or (cfg.device if cfg else "auto")), d)
+    model, meta = load_any_model(model_path, device)
+    if cfg is None:
+        cfg = load_config(None, [f"data.name={meta.get('dataset', 'fashion-mnist-10k')}",
+                                 f"quant.scheme={meta.get('quant', 'float')}",
+                                 f"quant.method={meta.get('method', 'none')}", *overrides])
+    _, test, _ = load_dataset(cfg.data.name, cfg.data.root)
+    surrogate_model = load_any_model(surrogate, device)[0] if surrogate else None
+    return cfg, model, meta, test, device, out, surrogate_model, _curve_eps(curve)
 
 
 def _curve_eps(curve: Optional[str]) -> Optional[list[str]]:
@@ -153,7 +190,7 @@ def _keep_other_suite(out: Path, suite: str) -> None:
 def _cmd_run(args) -> None:
     config = None if args.resume else _quickstart_path()
     _train_and_eval(config, args.overrides, args.out, args.resume, args.device,
-                    not args.no_eval, args.quiet)
+                    not args.no_eval, args.quiet, args.dist)
 
 
 def _cmd_train(args) -> None:
@@ -161,7 +198,7 @@ def _cmd_train(args) -> None:
         raise ConfigError("train needs a CONFIG file (e.g. configs/quickstart.yaml) or "
                           "--resume RUN_DIR")
     _train_and_eval(Path(args.config) if args.config else None, args.overrides, args.out,
-                    args.resume, args.device, not args.no_eval, args.quiet)
+                    args.resume, args.device, not args.no_eval, args.quiet, args.dist)
 
 
 def _cmd_eval(args) -> None:
@@ -175,7 +212,7 @@ def _cmd_eval(args) -> None:
     if args.allow_single_sample:
         overrides.append("eval.allow_single_sample=true")
     _evaluate_run(Path(args.target), overrides, args.device, args.results, args.surrogate,
-                  args.curve)
+                  args.curve, d=args.dist)
 
 
 def _cmd_sparsity(args) -> None:
@@ -334,17 +371,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 0
+    from .resume import Interrupted
     from .runtime import keep_heap_pages
     keep_heap_pages()  # a process-wide allocator setting: here, never at import
+    args.dist = d = distributed.init()   # torchrun's process group, or the single process
     try:
         args.func(args)
+    except Interrupted as e:
+        if d.main:
+            print(f"\nrobustq: {e}", file=sys.stderr)
+        return e.exit_code
     except RobustqError as e:
-        print(f"robustq: error: {e}", file=sys.stderr)
+        if d.main:
+            print(f"robustq: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nrobustq: interrupted; the last finished epoch is saved: continue with "
               "robustq train --resume RUN_DIR", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -1,8 +1,8 @@
-"""The training engine: one readable loop, checkpoint every epoch, exact resume.
+"""The training engine: one readable loop, checkpoints every epoch and mid-epoch, exact resume.
 
 A run directory holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch),
-``checkpoint.pt`` (the complete training state after the last finished epoch, for
-``--resume``), ``model.pt`` (the selected model: quantized weights baked in as exactly Q(w))
+``checkpoint.pt`` (the complete training state after the last finished epoch, or mid-epoch:
+``train.checkpoint_minutes`` and Ctrl-C/SIGTERM, ``resume.py``; for ``--resume``), ``model.pt`` (the selected model: quantized weights baked in as exactly Q(w))
 and, after evaluation, ``results.json``.
 
 Model selection: after every epoch the model is validated on a held-out split of the
@@ -10,6 +10,10 @@ TRAINING data (never the test set) with its weights projected to exactly Q(w); o
 whose training weights were already exactly Q(w) (the Binary-Connect phase) are candidates,
 so a relaxed BR state is never selected. The candidate with the highest validation robust
 accuracy (PGD) wins; clean validation accuracy breaks ties.
+
+Under torchrun (``distributed.py``) every rank runs this same loop on its shard of each
+epoch; DDP all-reduces the gradients, the epoch sums and validation are reduced over ranks,
+and only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from .attacks.free import FreeReplay
 from .attacks.training import training_attack
 from .build import Arch, build_model
 from .checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION, MODEL_FORMAT, atomic_write, load, save
+from .distributed import SINGLE, Dist, agree, all_sum, any_rank, rank_seed, sharded_masks, wrap_ddp
 from .config import RunConfig
 from .errors import ConfigError
 from .data import Batches, ImageData, load_dataset, stratified_split
@@ -40,7 +45,8 @@ from .losses import OBJECTIVES
 from .progress import Progress
 from .quant import RelaxSchedule, bake, set_relaxation
 from .quant.projections import canonical_name
-from .runtime import autocast, resolve_precision, rng_state, seed_everything, set_rng_state
+from .resume import CheckpointClock, Saver, StopRequests, TrainState
+from .runtime import autocast, resolve_precision, seed_everything
 from .schedule import make_scheduler
 
 METRIC_FIELDS = ["epoch", "phase", "lam", "lr", "train_loss", "train_acc", "train_adv_acc",
@@ -101,9 +107,30 @@ def batches_per_epoch(n_batches: int, cfg: RunConfig) -> int:
     return -(-n // cfg.adv.replay) if cfg.adv.attack == "free" and cfg.loss.name in ("at", "tradeoff") else n
 
 
-def validate(model: nn.Module, s: Setup, device, precision: str, channels_last: bool, epoch: int) -> dict:
+def per_rank_batches(n: int, batch_size: int, d: Dist = SINGLE) -> int:
+    """Batches in the smallest rank's shard of ``n`` examples: under DDP every rank must take
+    the same number of steps, so a larger shard's last (at most one) image is left out."""
+    return -(-len(range(d.world - 1, n, d.world)) // batch_size)
+
+
+def check_world(n: int, cfg: RunConfig, d: Dist, device: torch.device) -> None:
+    """A torchrun job needs at least one training batch per rank, and SyncBN needs GPUs
+    (one sentence otherwise)."""
+    if cfg.train.sync_bn and d.active and device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm runs only "
+                          "on GPUs); set train.sync_bn=false for a CPU job")
+    single = batches_per_epoch(-(-n // cfg.train.batch_size), cfg)
+    if d.world > single:
+        raise ConfigError(f"torchrun started {d.world} processes but an epoch has only {single} "
+                          f"training batch(es) of train.batch_size={cfg.train.batch_size} "
+                          f"({n} images); use at most {single} processes or a smaller batch size")
+
+
+def validate(model: nn.Module, s: Setup, device, precision: str, channels_last: bool, epoch: int,
+             d: Dist = SINGLE) -> dict:
     """Clean, PGD and FGSM accuracy of the truly quantized model (u = Q(w)) on the validation
-    split (FGSM next to PGD is what reveals catastrophic overfitting, ``guard.py``)."""
+    split (FGSM next to PGD is what reveals catastrophic overfitting, ``guard.py``). Under
+    torchrun the split is divided between the ranks and the per-image results gathered."""
     if len(s.val) == 0:
         return {"val_acc": math.nan, "val_robust_acc": math.nan, "val_fgsm_acc": math.nan}
     a = s.cfg.adv
@@ -113,11 +140,12 @@ def validate(model: nn.Module, s: Setup, device, precision: str, channels_last: 
     set_relaxation(model, None)   # evaluate exactly Q(w), whatever the phase
     # a separate, fixed random stream: validation never perturbs the training stream
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(s.cfg.seed * 1000 + epoch)
-        masks = robust_accuracy(model, s.val, {"val_acc": None, "val_robust_acc": pgd,
-                                               "val_fgsm_acc": fgsm},
-                                batch_size=256, device=device, precision=precision,
-                                channels_last=channels_last)
+        torch.manual_seed(rank_seed(s.cfg.seed * 1000 + epoch, d))
+        masks = sharded_masks(lambda lo, hi: robust_accuracy(
+            model, s.val.subset(torch.arange(lo, hi)), {"val_acc": None, "val_robust_acc": pgd,
+                                                        "val_fgsm_acc": fgsm},
+            batch_size=256, device=device, precision=precision, channels_last=channels_last),
+            len(s.val), d)
     set_relaxation(model, lam)
     return {k: float(v.float().mean()) for k, v in masks.items()}
 
@@ -157,10 +185,13 @@ class TrainStep:
 
     Free AT (``adv.attack: free``) makes one call m replays of the minibatch, each one
     forward-backward that steps the weights and moves the persistent perturbation.
-    Shared by the engine and the training benchmark, so the benchmark times this code."""
+    Shared by the engine and the training benchmark, so the benchmark times this code.
+    ``net`` is the model the training forwards go through (DDP's wrapper, which all-reduces
+    the gradients); attacks always run on the bare ``model`` (no gradient sync for them)."""
 
     def __init__(self, cfg: RunConfig, model: nn.Module, device: torch.device, precision: str,
-                 steps_per_epoch: int = 1) -> None:
+                 steps_per_epoch: int = 1, net: Optional[nn.Module] = None) -> None:
+        self.net = net
         self.objective = OBJECTIVES.get(cfg.loss.name)
         self.params = {k: getattr(cfg.loss, k) for k in self.objective.params}
         self.attack = training_attack(cfg, self.objective.attack)
@@ -184,14 +215,16 @@ class TrainStep:
             # in adv.bn_mode (the reference: train mode, so their forwards update BN
             # statistics), TRADES' KL attack in eval mode (eq. 7)
             x_adv = self.attack(model, x, y) if self.attack is not None else None
-            logits = model(x) if self.needs_clean else None
-            logits_adv = model(x_adv) if x_adv is not None else None
+            net = model if self.net is None else self.net
+            logits = net(x) if self.needs_clean else None
+            logits_adv = net(x_adv) if x_adv is not None else None
             out = self.objective.fn(logits, logits_adv, y, **self.params)
         self._update(out["loss"])
         detach = lambda t: None if t is None else t.detach()
         return out["loss"].detach(), detach(logits), detach(logits_adv)
 
     def _free(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        model = model if self.net is None else self.net
         for _ in range(self.replay):
             with autocast(self.precision, self.device):
                 x_in = self.attack.inputs(x)   # x + delta, a leaf: backward gives its gradient
@@ -220,108 +253,170 @@ def _select(s: Setup, epoch: int, co: Optional[str], best: dict, key: list) -> t
     return False, not candidate and waiting
 
 
+def _row(epoch: int, s: Setup, lam, lr: float, c: list, step: TrainStep, val: dict,
+         seconds: float) -> dict:
+    """One metrics.csv row from the epoch's (rank-summed) sums ``c``."""
+    return {"epoch": epoch + 1, "phase": s.relax.phase(epoch),
+            "lam": "" if lam is None else f"{lam:.6g}", "lr": f"{lr:.6g}",
+            "train_loss": f"{c[0] / c[3]:.5f}",
+            "train_acc": f"{c[1] / c[3]:.5f}" if step.needs_clean else "",
+            "train_adv_acc": f"{c[2] / c[3]:.5f}" if step.attack is not None else "",
+            "val_acc": f"{val['val_acc']:.5f}", "val_robust_acc": f"{val['val_robust_acc']:.5f}",
+            "val_fgsm_acc": f"{val['val_fgsm_acc']:.5f}",
+            "img_per_s": f"{c[3] * step.replay / seconds:.2f}", "seconds": f"{seconds:.2f}"}
+
+
+@torch.no_grad()
+def _accumulate(stats: torch.Tensor, loss, logits, logits_adv, y) -> None:
+    """Running sums on the device (no sync per batch): loss, clean/adv correct, images."""
+    stats[0] += loss.float() * len(y)
+    if logits is not None:
+        stats[1] += (logits.argmax(1) == y).sum()
+    if logits_adv is not None:
+        stats[2] += (logits_adv.argmax(1) == y).sum()
+    stats[3] += len(y)
+
+
+def _start(cfg: RunConfig, run_dir: Path, resume: bool, saver: Saver, d: Dist, log) -> TrainState:
+    """The state to train from: a checkpoint's (rank 0 reads it, every rank gets it, so
+    nodes need no shared disk) or a fresh one with each rank's own random streams."""
+    if not resume:
+        seed_everything(cfg.seed)
+        if d.active:
+            torch.manual_seed(rank_seed(cfg.seed, d))   # block noise, random starts: per rank
+        return TrainState()
+    ck = agree(lambda: load(run_dir / "checkpoint.pt", CHECKPOINT_FORMAT), d, main_only=True)
+    st = saver.restore(ck, log)
+    log(f"resuming {run_dir} after epoch {st.epoch}" + (f", batch {st.batch}" if st.batch else ""))
+    return st
+
+
 def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool = False,
           log: Callable[[str], None] = print, progress: bool = True,
           on_epoch_end: Optional[Callable[[int], None]] = None,
-          prepared: Optional[Setup] = None) -> Setup:
+          on_checkpoint: Optional[Callable[[int, int], None]] = None,
+          prepared: Optional[Setup] = None, dist: Dist = SINGLE) -> Setup:
     """Train ``cfg`` into ``run_dir`` (resuming from its checkpoint if ``resume``).
 
     ``prepared`` is the ``setup(cfg)`` already built (it reads the data); ``on_epoch_end``
-    is called with the number of finished epochs after each checkpoint."""
+    is called with the number of finished epochs after each checkpoint, ``on_checkpoint``
+    with ``(epochs done, batches done)`` after each mid-epoch one; ``dist`` is this rank of a
+    torchrun job (default: the single process)."""
     s, t = prepared or setup(cfg), cfg.train
+    log = log if dist.main else (lambda *_: None)
     model = s.model.to(device)
     precision = resolve_precision(t.precision, device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    if t.sync_bn and dist.active:   # batch statistics over all ranks' batches (docs/method.md)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # the data ORDER comes from the seed alone (shared by all ranks, split by shard); a single
+    # process also draws its augmentation from it (as before), each DDP rank from its own
+    order_gen = torch.Generator().manual_seed(cfg.seed)
+    aug_gen = torch.Generator().manual_seed(rank_seed(cfg.seed, dist, 1)) if dist.active else order_gen
     batches = Batches(s.train, t.batch_size, shuffle=True, pad=s.spec.pad, flip=s.spec.flip,
-                      augment_data=cfg.data.augment, generator=gen, device=device,
-                      channels_last=t.channels_last)
-    n_batches = batches_per_epoch(len(batches), cfg)
+                      augment_data=cfg.data.augment, generator=aug_gen, device=device,
+                      channels_last=t.channels_last, shard=(dist.rank, dist.world),
+                      order_generator=order_gen)
+    n_batches = batches_per_epoch(per_rank_batches(len(s.train), t.batch_size, dist), cfg)
     step = TrainStep(cfg, model, device, precision, steps_per_epoch=n_batches * cfg.adv.replay
-                     if cfg.adv.attack == "free" else n_batches)
-    opt, sched = step.opt, step.sched
-    start, rows, best = 0, [], {"epoch": None, "key": None}
-    if resume:
-        ck = load(run_dir / "checkpoint.pt", CHECKPOINT_FORMAT)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        gen.set_state(ck["rng"]["data"])
-        set_rng_state(ck["rng"], device)
-        start, rows, best = ck["epoch"], ck["metrics"], ck["best"]
-        if isinstance(step.attack, FreeReplay):  # free AT's perturbation carries over epochs
-            step.attack.delta = ck.get("free_delta")
-        log(f"resuming {run_dir} after epoch {start}")
-    else:
-        seed_everything(cfg.seed)
+                     if cfg.adv.attack == "free" else n_batches, net=wrap_ddp(model, device, dist))
+    saver = Saver(run_dir, cfg, model, step, aug_gen, order_gen, device, dist)
+    st = _start(cfg, run_dir, resume, saver, dist, log)
+    with StopRequests() as stop:   # from here on, Ctrl-C/SIGTERM stop at a batch boundary
+        _loop(s, st, batches, n_batches, step, model, saver, run_dir, device, precision, stop,
+              progress, on_epoch_end, on_checkpoint, dist, log)
+    what = "kept the last good epoch" if st.best.get("provisional") else "selected epoch"
+    log(f"{what} {st.best['epoch']} (validation robust accuracy {st.best['key'][0]:.4f})"
+        if st.best["key"] else "no epoch was selected")
+    return s
+
+
+def _loop(s: Setup, st: TrainState, batches: Batches, n_batches: int, step: TrainStep,
+          model: nn.Module, saver: Saver, run_dir: Path, device, precision: str,
+          stop: StopRequests, progress: bool, on_epoch_end, on_checkpoint, dist: Dist, log) -> None:
+    """The epochs, from wherever ``st`` stands (a fresh run, an epoch end, or mid-epoch)."""
+    cfg, t = s.cfg, s.cfg.train
     log(f"training {s.arch.name} ({cfg.quant.scheme}, {cfg.quant.method}) with loss "
         f"{cfg.loss.name} {step.params} on {cfg.data.name}: {len(s.train)} train / {len(s.val)} val "
         f"images, {t.epochs} epochs, device {device}, precision {precision}"
-        f"{', channels_last' if t.channels_last else ''}")
-    if resume and ck.get("stopped"):
-        log(f"this run stopped after epoch {start}: {ck['stopped']}; nothing left to train")
-        return s
-    for epoch in range(start, t.epochs):
+        f"{', channels_last' if t.channels_last else ''}"
+        + (f", {dist.world} processes (DDP{', SyncBN' if t.sync_bn else ''})" if dist.active else ""))
+    if st.stopped:
+        log(f"this run stopped after epoch {st.epoch}: {st.stopped}; nothing left to train")
+        return
+    clock = CheckpointClock(t.checkpoint_minutes)
+    for epoch in range(st.epoch, t.epochs):
         lam = s.relax.lam(epoch)
         set_relaxation(model, lam)  # BR: u = (lam Q(w) + w)/(lam + 1); None: BC, u = Q(w)
         model.train()
-        bar = Progress(n_batches, f"epoch {epoch + 1}/{t.epochs} {s.relax.phase(epoch)}", enabled=progress)
-        stats = torch.zeros(4, device=device)  # loss sum, clean correct, adv correct, images
-        lr = opt.param_groups[0]["lr"]         # the rate of the epoch's first step
-        started = time.perf_counter()
-        for i, (x, y) in enumerate(batches):
-            if i == n_batches:
+        if st.batch == 0:           # a fresh epoch (else: the saved one goes on)
+            st.order, st.stats = batches.new_order(), torch.zeros(4, device=device)
+            st.lr, st.seconds = step.opt.param_groups[0]["lr"], 0.0  # the first step's rate
+        bar = Progress(n_batches, f"epoch {epoch + 1}/{t.epochs} {s.relax.phase(epoch)}",
+                       enabled=progress and dist.main)
+        bar.done, started, before = st.batch, time.perf_counter(), st.seconds
+        for x, y in batches.iterate(st.order, st.batch):
+            if st.batch == n_batches:
                 break
-            loss, logits, logits_adv = step(model, x, y)
-            with torch.no_grad():   # running sums stay on the device: no sync per batch
-                stats[0] += loss.float() * len(y)
-                if logits is not None:
-                    stats[1] += (logits.argmax(1) == y).sum()
-                if logits_adv is not None:
-                    stats[2] += (logits_adv.argmax(1) == y).sum()
-                stats[3] += len(y)
-            acc_slot = 1 if logits is not None else 2
-            bar.update(len(y) * step.replay, lambda: {"loss": float(stats[0] / stats[3]),
-                                                      "acc": float(stats[acc_slot] / stats[3])})
-        seconds = time.perf_counter() - started
-        val = validate(model, s, device, precision, t.channels_last, epoch)
-        c = stats.tolist()
-        row = {"epoch": epoch + 1, "phase": s.relax.phase(epoch),
-               "lam": "" if lam is None else f"{lam:.6g}", "lr": f"{lr:.6g}",
-               "train_loss": f"{c[0] / c[3]:.5f}",
-               "train_acc": f"{c[1] / c[3]:.5f}" if step.needs_clean else "",
-               "train_adv_acc": f"{c[2] / c[3]:.5f}" if step.attack is not None else "",
-               "val_acc": f"{val['val_acc']:.5f}", "val_robust_acc": f"{val['val_robust_acc']:.5f}",
-               "val_fgsm_acc": f"{val['val_fgsm_acc']:.5f}",
-               "img_per_s": f"{c[3] * step.replay / seconds:.2f}", "seconds": f"{seconds:.2f}"}
-        co = None if t.co_guard == "off" else overfitting(rows + [row], t.co_drop, t.co_gap)
-        key = [val["val_robust_acc"], val["val_acc"]]
-        selected, provisional = _select(s, epoch, co, best, key)
-        if selected or provisional:
-            best = {"epoch": epoch + 1, "key": key, "provisional": provisional}
-            save(model_file(model, s, epoch + 1, val, provisional), run_dir / "model.pt")
-        rows.append({**row, "co": int(co is not None), "selected": int(selected)})
-        bar.close(val_acc=val["val_acc"], val_rob=val["val_robust_acc"])
-        stopped = None
-        if co is not None:
-            kept = f"model.pt stays epoch {best['epoch']}" if best["epoch"] else "no model.pt yet"
-            log(f"catastrophic overfitting at epoch {epoch + 1}: {co}; {kept}"
-                + ("; stopping (train.co_guard: stop)" if t.co_guard == "stop" else ""))
-            if t.co_guard == "stop":
-                stopped = f"catastrophic overfitting at epoch {epoch + 1}: {co}"
-        write_metrics(run_dir / "metrics.csv", rows)
-        save({"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, "version": __version__,
-              "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-              "scheduler": sched.state_dict(), "rng": {**rng_state(device), "data": gen.get_state()},
-              "best": best, "metrics": rows, "config": cfg.to_dict(), "stopped": stopped,
-              "free_delta": getattr(step.attack, "delta", None)},
-             run_dir / "checkpoint.pt")
+            _accumulate(st.stats, *step(model, x, y), y)
+            st.batch += 1
+            acc_slot = 1 if step.needs_clean else 2
+            bar.update(len(y) * step.replay, lambda: {"loss": float(st.stats[0] / st.stats[3]),
+                                                      "acc": float(st.stats[acc_slot] / st.stats[3])})
+            if st.batch < n_batches:  # the last batch's state is the epoch checkpoint's
+                st.seconds = before + time.perf_counter() - started
+                _midway(st, stop, clock, saver, run_dir, n_batches, on_checkpoint, device, dist)
+        st.seconds = before + time.perf_counter() - started
+        _finish_epoch(s, st, epoch, lam, step, model, run_dir, bar, device, precision, dist, log)
+        saver.save(st)
+        clock.reset()
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
-        if stopped:
+        if st.stopped:
             break
-    what = "kept the last good epoch" if best.get("provisional") else "selected epoch"
-    log(f"{what} {best['epoch']} (validation robust accuracy {best['key'][0]:.4f})"
-        if best["key"] else "no epoch was selected")
-    return s
+        if epoch + 1 < t.epochs and any_rank([stop.signum is not None], dist, device)[0]:
+            raise stop.interrupted(run_dir, f"after epoch {epoch + 1}", dist)
+
+
+def _midway(st: TrainState, stop: StopRequests, clock: CheckpointClock, saver: Saver,
+            run_dir: Path, n_batches: int, on_checkpoint, device, d: Dist) -> None:
+    """After a minibatch: a mid-epoch checkpoint when one is due (rank 0's clock) or a stop
+    was asked for (a signal on any rank); every rank decides the same (one all-reduce)."""
+    asked, due = any_rank([stop.signum is not None, d.main and clock.due()], d, device)
+    if not (asked or due):
+        return
+    saver.save(st)
+    clock.reset()
+    if on_checkpoint is not None:
+        on_checkpoint(st.epoch, st.batch)
+    if asked:
+        raise stop.interrupted(run_dir, f"in epoch {st.epoch + 1} after batch {st.batch} of "
+                                        f"{n_batches}", d)
+
+
+def _finish_epoch(s: Setup, st: TrainState, epoch: int, lam, step: TrainStep, model: nn.Module,
+                  run_dir: Path, bar: Progress, device, precision: str, d: Dist, log) -> None:
+    """Validate, guard, select, write metrics.csv and model.pt; ``st`` moves to the next epoch."""
+    t = s.cfg.train
+    c = all_sum(st.stats.clone(), d).tolist()
+    val = validate(model, s, device, precision, t.channels_last, epoch, d)
+    row = _row(epoch, s, lam, st.lr, c, step, val, st.seconds)
+    co = None if t.co_guard == "off" else overfitting(st.rows + [row], t.co_drop, t.co_gap)
+    key = [val["val_robust_acc"], val["val_acc"]]
+    selected, provisional = _select(s, epoch, co, st.best, key)
+    if selected or provisional:
+        st.best = {"epoch": epoch + 1, "key": key, "provisional": provisional}
+        if d.main:
+            save(model_file(model, s, epoch + 1, val, provisional), run_dir / "model.pt")
+    st.rows.append({**row, "co": int(co is not None), "selected": int(selected)})
+    bar.close(val_acc=val["val_acc"], val_rob=val["val_robust_acc"])
+    if co is not None:
+        kept = f"model.pt stays epoch {st.best['epoch']}" if st.best["epoch"] else "no model.pt yet"
+        log(f"catastrophic overfitting at epoch {epoch + 1}: {co}; {kept}"
+            + ("; stopping (train.co_guard: stop)" if t.co_guard == "stop" else ""))
+        if t.co_guard == "stop":
+            st.stopped = f"catastrophic overfitting at epoch {epoch + 1}: {co}"
+    if d.main:
+        write_metrics(run_dir / "metrics.csv", st.rows)
+    st.epoch, st.batch, st.order, st.stats = epoch + 1, 0, None, None

@@ -23,6 +23,7 @@ from .build import Arch, build_network
 from .config import RunConfig
 from .data import Batches, ImageData
 from .data.loader import to_pixels
+from .distributed import SINGLE, Dist, rank_seed, sharded_masks
 from .errors import CheckpointError
 from .models import has_noise, noise_state
 from .runtime import autocast, resolve_precision
@@ -90,13 +91,16 @@ def load_model_file(path: str | Path, device: torch.device | str = "cpu") -> tup
 
 def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, device: torch.device,
              log=print, *, surrogate: Optional[nn.Module] = None,
-             curve_eps: Optional[list] = None) -> dict:
+             curve_eps: Optional[list] = None, dist: Dist = SINGLE) -> dict:
     """Run the configured evaluation on ``model`` and return the results record.
 
     ``cfg.eval.suite`` picks it: ``paper`` (the default: A1-A3 with one noise sample, as the
     paper) or a robustness suite (``quick``, ``strong``, ``autoattack``; see
     ``robustq.robustness``). ``surrogate`` feeds the transfer check; ``curve_eps`` adds a
-    robustness curve (and runs the paper's attacks through the suite machinery)."""
+    robustness curve (and runs the paper's attacks through the suite machinery). Under
+    torchrun (``dist``) the paper suite's test images are split across the ranks and the
+    per-example results gathered into the one record (``distributed.sharded_masks``); the
+    other suites run whole on every rank (no speed-up yet, the same record)."""
     e = cfg.eval
     n = min(len(test), e.n_eval or len(test))
     data = test.subset(torch.arange(n))
@@ -110,15 +114,18 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
     attacks: dict[str, Optional[Attack]] = {"natural": None}
     attacks.update(paper_attacks(e.attacks, e.eps, e.attack_args))
     started = time.perf_counter()
+    def correct(which: dict):
+        return sharded_masks(lambda lo, hi: robust_accuracy(
+            model, data.subset(torch.arange(lo, hi)), which, batch_size=e.batch_size, device=device,
+            precision=precision, channels_last=channels_last), n, dist)
+
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(e.seed)
+        torch.manual_seed(rank_seed(e.seed, dist))   # each rank's own noise/start stream
         with noise_state(model, e.noise):
-            masks = robust_accuracy(model, data, attacks, batch_size=e.batch_size, device=device,
-                                    precision=precision, channels_last=channels_last)
+            masks = correct(attacks)
             noise_at_eval = has_noise(model)
         with noise_state(model, False):
-            clean_off = robust_accuracy(model, data, {"natural": None}, batch_size=e.batch_size,
-                                        device=device, precision=precision, channels_last=channels_last)
+            clean_off = correct({"natural": None})
     seconds = time.perf_counter() - started
     acc = {k: float(v.float().mean()) for k, v in masks.items()}
     worst = torch.stack([masks[k] for k in e.attacks]).all(0) if e.attacks else masks["natural"]
@@ -137,6 +144,7 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
         "eval_seconds": round(seconds, 2),
         "device": str(device),
         "precision": precision,
+        "processes": dist.world,
     })
     return record
 
