@@ -106,6 +106,16 @@ def all_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
     return t
 
 
+def sync_buffers(model: torch.nn.Module, d: Dist) -> None:
+    """Give every rank rank 0's buffers (BN running statistics). DDP broadcasts them at the
+    start of each training forward, so after an epoch's last step (and the attack passes,
+    which update them in train mode) each rank holds its own; validation and the saved model
+    must all see rank 0's."""
+    if d.active:
+        for b in model.buffers():
+            dist.broadcast(b, src=0)
+
+
 def any_rank(flags: list[bool], d: Dist, device: torch.device) -> list[bool]:
     """Element-wise OR of per-rank flags (one small all-reduce)."""
     if not d.active:

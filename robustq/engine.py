@@ -35,7 +35,7 @@ from .attacks.free import FreeReplay
 from .attacks.training import training_attack
 from .build import Arch, build_model
 from .checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION, MODEL_FORMAT, atomic_write, load, save
-from .distributed import SINGLE, Dist, agree, all_sum, any_rank, rank_seed, sharded_masks, wrap_ddp
+from .distributed import SINGLE, Dist, agree, all_sum, any_rank, rank_seed, sharded_masks, sync_buffers, wrap_ddp
 from .config import RunConfig
 from .errors import ConfigError
 from .data import Batches, ImageData, load_dataset, stratified_split
@@ -368,6 +368,7 @@ def _loop(s: Setup, st: TrainState, batches: Batches, n_batches: int, step: Trai
                 st.seconds = before + time.perf_counter() - started
                 _midway(st, stop, clock, saver, run_dir, n_batches, on_checkpoint, device, dist)
         st.seconds = before + time.perf_counter() - started
+        sync_buffers(model, dist)   # every rank validates rank 0's BN statistics
         _finish_epoch(s, st, epoch, lam, step, model, run_dir, bar, device, precision, dist, log)
         saver.save(st)
         clock.reset()

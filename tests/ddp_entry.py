@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from robustq import checkpoint, cli, engine, resume
+from robustq import checkpoint, cli, engine, evaluate, resume
 
 probe = os.environ.get("RQ_PROBE")
 rank = int(os.environ.get("RANK", 0))
@@ -28,7 +28,8 @@ if probe:
         with open(probe / f"writes{rank}.txt", "a") as f:
             f.write(f"{Path(path).name}\n")
         write(path, data)
-    checkpoint.atomic_write = logged_write
+    for module in (checkpoint, engine, evaluate):   # every module that writes files
+        module.atomic_write = logged_write
     update = engine.TrainStep._update
 
     def logged_update(self, loss):
