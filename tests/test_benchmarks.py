@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -58,3 +59,14 @@ def test_bench_fast_at_smoke_runs_resumes_and_prints_its_table(tmp_path):
         assert any(line.startswith(method) for line in first.splitlines()), first
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True, env=env).stdout
     assert "training " not in second and second.splitlines()[-6:] == first.splitlines()[-6:]
+
+
+@pytest.mark.slow
+def test_bench_train_ddp_prints_both_sides_and_the_ratio():
+    """``--ddp`` at a toy size (smoke only: torchrun plus two timed sides, tens of seconds)."""
+    out = subprocess.run([sys.executable, str(BENCH), "--ddp", "--batch", "4", "--size", "8",
+                          "--steps", "1", "--rounds", "1", "--warmup", "1"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    lines = out.splitlines()
+    assert "1 process x 2 threads" in lines[-3] and "2 DDP ranks x 1 thread" in lines[-2]
+    assert lines[-1].startswith("ratio (DDP / 1 process)")
