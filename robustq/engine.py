@@ -18,8 +18,6 @@ and only rank 0 writes files.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -34,13 +32,14 @@ from .attacks import make_attack
 from .attacks.free import FreeReplay
 from .attacks.training import training_attack
 from .build import Arch, build_model
-from .checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION, MODEL_FORMAT, atomic_write, load, save
+from .checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION, MODEL_FORMAT, load, save
 from .distributed import SINGLE, Dist, agree, all_sum, any_rank, rank_seed, sharded_masks, sync_buffers, wrap_ddp
 from .config import RunConfig
 from .errors import ConfigError
 from .data import Batches, ImageData, load_dataset, stratified_split
 from .evaluate import robust_accuracy
 from .guard import overfitting
+from .metrics import METRIC_FIELDS, epoch_row, training_summary, write_metrics  # noqa: F401 (re-exported)
 from .losses import OBJECTIVES
 from .progress import Progress
 from .quant import RelaxSchedule, bake, set_relaxation
@@ -48,11 +47,6 @@ from .quant.projections import canonical_name
 from .resume import CheckpointClock, Saver, StopRequests, TrainState
 from .runtime import autocast, resolve_precision, seed_everything
 from .schedule import make_scheduler
-
-METRIC_FIELDS = ["epoch", "phase", "lam", "lr", "train_loss", "train_acc", "train_adv_acc",
-                 "val_acc", "val_robust_acc", "val_fgsm_acc", "co", "img_per_s", "seconds",
-                 "selected"]
-
 
 @dataclass
 class Setup:
@@ -161,25 +155,6 @@ def model_file(model: nn.Module, s: Setup, epoch: int, val: dict, provisional: b
                      "provisional": provisional}}
 
 
-def training_summary(run_dir: Path) -> dict:
-    """What the training of ``run_dir`` did, from its metrics.csv: epochs run, the epoch in
-    model.pt, and the epochs flagged as catastrophic overfitting (for results.json)."""
-    with open(Path(run_dir) / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    flagged = [int(r["epoch"]) for r in rows if r.get("co") == "1"]
-    chosen = [int(r["epoch"]) for r in rows if r.get("selected") == "1"]
-    return {"epochs_run": len(rows), "selected_epoch": chosen[-1] if chosen else None,
-            "catastrophic_overfitting": bool(flagged), "co_epochs": flagged}
-
-
-def write_metrics(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write(path, buf.getvalue().encode())
-
-
 class TrainStep:
     """One optimisation step of the configured objective: make x_adv, forward, backward, step.
 
@@ -253,19 +228,6 @@ def _select(s: Setup, epoch: int, co: Optional[str], best: dict, key: list) -> t
     return False, not candidate and waiting
 
 
-def _row(epoch: int, s: Setup, lam, lr: float, c: list, step: TrainStep, val: dict,
-         seconds: float) -> dict:
-    """One metrics.csv row from the epoch's (rank-summed) sums ``c``."""
-    return {"epoch": epoch + 1, "phase": s.relax.phase(epoch),
-            "lam": "" if lam is None else f"{lam:.6g}", "lr": f"{lr:.6g}",
-            "train_loss": f"{c[0] / c[3]:.5f}",
-            "train_acc": f"{c[1] / c[3]:.5f}" if step.needs_clean else "",
-            "train_adv_acc": f"{c[2] / c[3]:.5f}" if step.attack is not None else "",
-            "val_acc": f"{val['val_acc']:.5f}", "val_robust_acc": f"{val['val_robust_acc']:.5f}",
-            "val_fgsm_acc": f"{val['val_fgsm_acc']:.5f}",
-            "img_per_s": f"{c[3] * step.replay / seconds:.2f}", "seconds": f"{seconds:.2f}"}
-
-
 @torch.no_grad()
 def _accumulate(stats: torch.Tensor, loss, logits, logits_adv, y) -> None:
     """Running sums on the device (no sync per batch): loss, clean/adv correct, images."""
@@ -279,7 +241,7 @@ def _accumulate(stats: torch.Tensor, loss, logits, logits_adv, y) -> None:
 
 def _start(cfg: RunConfig, run_dir: Path, resume: bool, saver: Saver, d: Dist, log) -> TrainState:
     """The state to train from: a checkpoint's (rank 0 reads it, every rank gets it, so
-    nodes need no shared disk) or a fresh one with each rank's own random streams."""
+    nodes need no shared disk for it) or a fresh one with each rank's own random streams."""
     if not resume:
         seed_everything(cfg.seed)
         if d.active:
@@ -289,6 +251,46 @@ def _start(cfg: RunConfig, run_dir: Path, resume: bool, saver: Saver, d: Dist, l
     st = saver.restore(ck, log)
     log(f"resuming {run_dir} after epoch {st.epoch}" + (f", batch {st.batch}" if st.batch else ""))
     return st
+
+
+@dataclass
+class Run:
+    """What one training run is made of, built once by ``train``."""
+    s: Setup
+    model: nn.Module
+    step: TrainStep
+    batches: Batches
+    n_batches: int            # per epoch, the same on every rank
+    saver: Saver
+    run_dir: Path
+    device: torch.device
+    precision: str
+    dist: Dist
+    log: Callable[[str], None]
+    progress: bool
+
+
+def _build(s: Setup, run_dir: Path, device: torch.device, progress: bool, d: Dist, log) -> Run:
+    cfg, t = s.cfg, s.cfg.train
+    model = s.model.to(device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if t.sync_bn and d.active:   # batch statistics over all ranks' batches (docs/method.md)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    precision = resolve_precision(t.precision, device)
+    # the data ORDER comes from the seed alone (shared by all ranks, split by shard); a single
+    # process also draws its augmentation from it (as always), each DDP rank from its own
+    order_gen = torch.Generator().manual_seed(cfg.seed)
+    aug_gen = torch.Generator().manual_seed(rank_seed(cfg.seed, d, 1)) if d.active else order_gen
+    batches = Batches(s.train, t.batch_size, shuffle=True, pad=s.spec.pad, flip=s.spec.flip,
+                      augment_data=cfg.data.augment, generator=aug_gen, device=device,
+                      channels_last=t.channels_last, shard=(d.rank, d.world),
+                      order_generator=order_gen)
+    n_batches = batches_per_epoch(per_rank_batches(len(s.train), t.batch_size, d), cfg)
+    step = TrainStep(cfg, model, device, precision, steps_per_epoch=n_batches * cfg.adv.replay
+                     if cfg.adv.attack == "free" else n_batches, net=wrap_ddp(model, device, d))
+    saver = Saver(run_dir, cfg, model, step, aug_gen, order_gen, device, d)
+    return Run(s, model, step, batches, n_batches, saver, run_dir, device, precision, d, log, progress)
 
 
 def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool = False,
@@ -302,122 +304,104 @@ def train(cfg: RunConfig, run_dir: Path, device: torch.device, *, resume: bool =
     is called with the number of finished epochs after each checkpoint, ``on_checkpoint``
     with ``(epochs done, batches done)`` after each mid-epoch one; ``dist`` is this rank of a
     torchrun job (default: the single process)."""
-    s, t = prepared or setup(cfg), cfg.train
     log = log if dist.main else (lambda *_: None)
-    model = s.model.to(device)
-    precision = resolve_precision(t.precision, device)
-    if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if t.sync_bn and dist.active:   # batch statistics over all ranks' batches (docs/method.md)
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    # the data ORDER comes from the seed alone (shared by all ranks, split by shard); a single
-    # process also draws its augmentation from it (as before), each DDP rank from its own
-    order_gen = torch.Generator().manual_seed(cfg.seed)
-    aug_gen = torch.Generator().manual_seed(rank_seed(cfg.seed, dist, 1)) if dist.active else order_gen
-    batches = Batches(s.train, t.batch_size, shuffle=True, pad=s.spec.pad, flip=s.spec.flip,
-                      augment_data=cfg.data.augment, generator=aug_gen, device=device,
-                      channels_last=t.channels_last, shard=(dist.rank, dist.world),
-                      order_generator=order_gen)
-    n_batches = batches_per_epoch(per_rank_batches(len(s.train), t.batch_size, dist), cfg)
-    step = TrainStep(cfg, model, device, precision, steps_per_epoch=n_batches * cfg.adv.replay
-                     if cfg.adv.attack == "free" else n_batches, net=wrap_ddp(model, device, dist))
-    saver = Saver(run_dir, cfg, model, step, aug_gen, order_gen, device, dist)
-    st = _start(cfg, run_dir, resume, saver, dist, log)
+    r = _build(prepared or setup(cfg), Path(run_dir), device, progress, dist, log)
+    st = _start(cfg, r.run_dir, resume, r.saver, dist, log)
     with StopRequests() as stop:   # from here on, Ctrl-C/SIGTERM stop at a batch boundary
-        _loop(s, st, batches, n_batches, step, model, saver, run_dir, device, precision, stop,
-              progress, on_epoch_end, on_checkpoint, dist, log)
+        _header(r, log)            # (printed once the handlers are in place)
+        if st.stopped:
+            log(f"this run stopped after epoch {st.epoch}: {st.stopped}; nothing left to train")
+            return r.s
+        _loop(r, st, stop, on_epoch_end, on_checkpoint)
     what = "kept the last good epoch" if st.best.get("provisional") else "selected epoch"
     log(f"{what} {st.best['epoch']} (validation robust accuracy {st.best['key'][0]:.4f})"
         if st.best["key"] else "no epoch was selected")
-    return s
+    return r.s
 
 
-def _loop(s: Setup, st: TrainState, batches: Batches, n_batches: int, step: TrainStep,
-          model: nn.Module, saver: Saver, run_dir: Path, device, precision: str,
-          stop: StopRequests, progress: bool, on_epoch_end, on_checkpoint, dist: Dist, log) -> None:
-    """The epochs, from wherever ``st`` stands (a fresh run, an epoch end, or mid-epoch)."""
-    cfg, t = s.cfg, s.cfg.train
-    log(f"training {s.arch.name} ({cfg.quant.scheme}, {cfg.quant.method}) with loss "
-        f"{cfg.loss.name} {step.params} on {cfg.data.name}: {len(s.train)} train / {len(s.val)} val "
-        f"images, {t.epochs} epochs, device {device}, precision {precision}"
+def _header(r: Run, log) -> None:
+    cfg, t, device, dist = r.s.cfg, r.s.cfg.train, r.device, r.dist
+    log(f"training {r.s.arch.name} ({cfg.quant.scheme}, {cfg.quant.method}) with loss "
+        f"{cfg.loss.name} {r.step.params} on {cfg.data.name}: {len(r.s.train)} train / "
+        f"{len(r.s.val)} val images, {t.epochs} epochs, device {device}, precision {r.precision}"
         f"{', channels_last' if t.channels_last else ''}"
         + (f", {dist.world} processes (DDP{', SyncBN' if t.sync_bn else ''})" if dist.active else ""))
-    if st.stopped:
-        log(f"this run stopped after epoch {st.epoch}: {st.stopped}; nothing left to train")
-        return
+
+
+def _loop(r: Run, st: TrainState, stop: StopRequests, on_epoch_end, on_checkpoint) -> None:
+    """The epochs, from wherever ``st`` stands (a fresh run, an epoch end, or mid-epoch)."""
+    t, step, model = r.s.cfg.train, r.step, r.model
     clock = CheckpointClock(t.checkpoint_minutes)
     for epoch in range(st.epoch, t.epochs):
-        lam = s.relax.lam(epoch)
+        lam = r.s.relax.lam(epoch)
         set_relaxation(model, lam)  # BR: u = (lam Q(w) + w)/(lam + 1); None: BC, u = Q(w)
         model.train()
         if st.batch == 0:           # a fresh epoch (else: the saved one goes on)
-            st.order, st.stats = batches.new_order(), torch.zeros(4, device=device)
+            st.order, st.stats = r.batches.new_order(), torch.zeros(4, device=r.device)
             st.lr, st.seconds = step.opt.param_groups[0]["lr"], 0.0  # the first step's rate
-        bar = Progress(n_batches, f"epoch {epoch + 1}/{t.epochs} {s.relax.phase(epoch)}",
-                       enabled=progress and dist.main)
+        bar = Progress(r.n_batches, f"epoch {epoch + 1}/{t.epochs} {r.s.relax.phase(epoch)}",
+                       enabled=r.progress and r.dist.main)
         bar.done, started, before = st.batch, time.perf_counter(), st.seconds
-        for x, y in batches.iterate(st.order, st.batch):
-            if st.batch == n_batches:
+        acc_slot = 1 if step.needs_clean else 2
+        for x, y in r.batches.iterate(st.order, st.batch):
+            if st.batch == r.n_batches:
                 break
             _accumulate(st.stats, *step(model, x, y), y)
             st.batch += 1
-            acc_slot = 1 if step.needs_clean else 2
             bar.update(len(y) * step.replay, lambda: {"loss": float(st.stats[0] / st.stats[3]),
                                                       "acc": float(st.stats[acc_slot] / st.stats[3])})
-            if st.batch < n_batches:  # the last batch's state is the epoch checkpoint's
+            if st.batch < r.n_batches:  # the last batch's state is the epoch checkpoint's
                 st.seconds = before + time.perf_counter() - started
-                _midway(st, stop, clock, saver, run_dir, n_batches, on_checkpoint, device, dist)
+                _midway(r, st, stop, clock, on_checkpoint)
         st.seconds = before + time.perf_counter() - started
-        sync_buffers(model, dist)   # every rank validates rank 0's BN statistics
-        _finish_epoch(s, st, epoch, lam, step, model, run_dir, bar, device, precision, dist, log)
-        saver.save(st)
+        sync_buffers(model, r.dist)     # every rank validates rank 0's BN statistics
+        _finish_epoch(r, st, epoch, lam, bar)
+        r.saver.save(st)
         clock.reset()
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
         if st.stopped:
             break
-        if epoch + 1 < t.epochs and any_rank([stop.signum is not None], dist, device)[0]:
-            raise stop.interrupted(run_dir, f"after epoch {epoch + 1}", dist)
+        if epoch + 1 < t.epochs and any_rank([stop.signum is not None], r.dist, r.device)[0]:
+            raise stop.interrupted(r.run_dir, f"after epoch {epoch + 1}", r.dist)
 
 
-def _midway(st: TrainState, stop: StopRequests, clock: CheckpointClock, saver: Saver,
-            run_dir: Path, n_batches: int, on_checkpoint, device, d: Dist) -> None:
+def _midway(r: Run, st: TrainState, stop: StopRequests, clock: CheckpointClock, on_checkpoint) -> None:
     """After a minibatch: a mid-epoch checkpoint when one is due (rank 0's clock) or a stop
     was asked for (a signal on any rank); every rank decides the same (one all-reduce)."""
-    asked, due = any_rank([stop.signum is not None, d.main and clock.due()], d, device)
+    asked, due = any_rank([stop.signum is not None, r.dist.main and clock.due()], r.dist, r.device)
     if not (asked or due):
         return
-    saver.save(st)
+    r.saver.save(st)
     clock.reset()
     if on_checkpoint is not None:
         on_checkpoint(st.epoch, st.batch)
     if asked:
-        raise stop.interrupted(run_dir, f"in epoch {st.epoch + 1} after batch {st.batch} of "
-                                        f"{n_batches}", d)
+        raise stop.interrupted(r.run_dir, f"in epoch {st.epoch + 1} after batch {st.batch} of "
+                                          f"{r.n_batches}", r.dist)
 
 
-def _finish_epoch(s: Setup, st: TrainState, epoch: int, lam, step: TrainStep, model: nn.Module,
-                  run_dir: Path, bar: Progress, device, precision: str, d: Dist, log) -> None:
+def _finish_epoch(r: Run, st: TrainState, epoch: int, lam, bar: Progress) -> None:
     """Validate, guard, select, write metrics.csv and model.pt; ``st`` moves to the next epoch."""
-    t = s.cfg.train
+    s, t, d = r.s, r.s.cfg.train, r.dist
     c = all_sum(st.stats.clone(), d).tolist()
-    val = validate(model, s, device, precision, t.channels_last, epoch, d)
-    row = _row(epoch, s, lam, st.lr, c, step, val, st.seconds)
+    val = validate(r.model, s, r.device, r.precision, t.channels_last, epoch, d)
+    row = epoch_row(epoch, s, lam, st.lr, c, r.step, val, st.seconds)
     co = None if t.co_guard == "off" else overfitting(st.rows + [row], t.co_drop, t.co_gap)
     key = [val["val_robust_acc"], val["val_acc"]]
     selected, provisional = _select(s, epoch, co, st.best, key)
     if selected or provisional:
         st.best = {"epoch": epoch + 1, "key": key, "provisional": provisional}
         if d.main:
-            save(model_file(model, s, epoch + 1, val, provisional), run_dir / "model.pt")
+            save(model_file(r.model, s, epoch + 1, val, provisional), r.run_dir / "model.pt")
     st.rows.append({**row, "co": int(co is not None), "selected": int(selected)})
     bar.close(val_acc=val["val_acc"], val_rob=val["val_robust_acc"])
     if co is not None:
         kept = f"model.pt stays epoch {st.best['epoch']}" if st.best["epoch"] else "no model.pt yet"
-        log(f"catastrophic overfitting at epoch {epoch + 1}: {co}; {kept}"
-            + ("; stopping (train.co_guard: stop)" if t.co_guard == "stop" else ""))
+        r.log(f"catastrophic overfitting at epoch {epoch + 1}: {co}; {kept}"
+              + ("; stopping (train.co_guard: stop)" if t.co_guard == "stop" else ""))
         if t.co_guard == "stop":
             st.stopped = f"catastrophic overfitting at epoch {epoch + 1}: {co}"
     if d.main:
-        write_metrics(run_dir / "metrics.csv", st.rows)
+        write_metrics(r.run_dir / "metrics.csv", st.rows)
     st.epoch, st.batch, st.order, st.stats = epoch + 1, 0, None, None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from robustq import checkpoint, cli, engine, evaluate, resume
+from robustq import checkpoint, cli, engine, evaluate, metrics, resume
 
 probe = os.environ.get("RQ_PROBE")
 rank = int(os.environ.get("RANK", 0))
@@ -28,7 +28,7 @@ if probe:
         with open(probe / f"writes{rank}.txt", "a") as f:
             f.write(f"{Path(path).name}\n")
         write(path, data)
-    for module in (checkpoint, engine, evaluate):   # every module that writes files
+    for module in (checkpoint, metrics, evaluate):   # every module that writes files
         module.atomic_write = logged_write
     update = engine.TrainStep._update
 
