@@ -23,7 +23,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -165,9 +164,7 @@ class Saver:
         message = (f"this run was checkpointed with {saved_world} process(es) and resumes with "
                    f"{self.d.world}: the data order and random streams change from here on, so "
                    f"the result will differ from an uninterrupted run")
-        if self.d.main:
-            warnings.warn(message, stacklevel=2)
-            log(f"warning: {message}")
+        log(f"warning: {message}")
         torch.manual_seed(rank_seed(self.cfg.seed, self.d, ck["epoch"], int(ck.get("batch", 0))))
         if self.aug_gen is not self.order_gen:
             self.aug_gen.manual_seed(rank_seed(self.cfg.seed, self.d, ck["epoch"], 1))

@@ -164,3 +164,21 @@ def test_cuda_on_a_host_without_cuda_is_one_sentence(tmp_path, capsys):
         pytest.skip("this host has CUDA")
     assert main(["train", CONFIG, "--out", str(tmp_path / "r"), "--device", "cuda", *sets(TINY)]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_resume_with_another_world_size_warns_and_continues(full, tmp_path):
+    import shutil
+    import yaml
+    run = tmp_path / "run"
+    shutil.copytree(full / "run", run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["train"]["epochs"] = 3                      # one more epoch, now in one process
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    lines = []
+    from robustq.config import load_config
+    from robustq.engine import train
+    train(load_config(run / "config.yaml"), run, torch.device("cpu"), resume=True, progress=False,
+          log=lines.append)
+    assert any("checkpointed with 2 process(es) and resumes with 1" in l for l in lines)
+    ck = load(run / "checkpoint.pt", CHECKPOINT_FORMAT)
+    assert ck["epoch"] == 3 and ck["world_size"] == 1 and len(ck["metrics"]) == 3
