@@ -62,12 +62,16 @@ def from_env() -> Dist:
 def init() -> Dist:
     """Join torchrun's process group (once; a no-op without torchrun or with one process).
 
-    One group serves both devices: gloo for CPU tensors and, where CUDA exists, NCCL for
-    CUDA tensors (``backend="cpu:gloo,cuda:nccl"``)."""
+    One group serves both devices: gloo for CPU tensors and, where every local rank has a
+    GPU, NCCL for CUDA tensors (``backend="cpu:gloo,cuda:nccl"``). The rank's GPU is selected
+    at once, because object collectives (``gather``) then run on it, and two ranks must never
+    share one."""
     d = from_env()
     if d.active and not dist.is_initialized():
-        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        gpus = torch.cuda.is_available() and d.local_world <= torch.cuda.device_count()
+        if gpus:
+            torch.cuda.set_device(d.local_rank)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if gpus else "gloo")
     return d
 
 
@@ -116,11 +120,12 @@ def sync_buffers(model: torch.nn.Module, d: Dist) -> None:
             dist.broadcast(b, src=0)
 
 
-def any_rank(flags: list[bool], d: Dist, device: torch.device) -> list[bool]:
-    """Element-wise OR of per-rank flags (one small all-reduce)."""
+def any_rank(flags: list[bool], d: Dist) -> list[bool]:
+    """Element-wise OR of per-rank flags: one small all-reduce of a CPU tensor (gloo, also in
+    a GPU job), so asking after every minibatch never waits for the GPU's queue."""
     if not d.active:
         return flags
-    t = torch.tensor([float(f) for f in flags], device=device)
+    t = torch.tensor([float(f) for f in flags])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [bool(v) for v in t.tolist()]
 

@@ -362,14 +362,14 @@ def _loop(r: Run, st: TrainState, stop: StopRequests, on_epoch_end, on_checkpoin
             on_epoch_end(epoch + 1)
         if st.stopped:
             break
-        if epoch + 1 < t.epochs and any_rank([stop.signum is not None], r.dist, r.device)[0]:
+        if epoch + 1 < t.epochs and any_rank([stop.signum is not None], r.dist)[0]:
             raise stop.interrupted(r.run_dir, f"after epoch {epoch + 1}", r.dist)
 
 
 def _midway(r: Run, st: TrainState, stop: StopRequests, clock: CheckpointClock, on_checkpoint) -> None:
     """After a minibatch: a mid-epoch checkpoint when one is due (rank 0's clock) or a stop
     was asked for (a signal on any rank); every rank decides the same (one all-reduce)."""
-    asked, due = any_rank([stop.signum is not None, r.dist.main and clock.due()], r.dist, r.device)
+    asked, due = any_rank([stop.signum is not None, r.dist.main and clock.due()], r.dist)
     if not (asked or due):
         return
     r.saver.save(st)
