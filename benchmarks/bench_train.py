@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py                  # natural + PGD-10 AT, batch 128, 32x32
     python benchmarks/bench_train.py --steps 3 --rounds 2 --mode pgd
     python benchmarks/bench_train.py --ceiling        # what bounds the PGD-10 ratio (CPU)
+    python benchmarks/bench_train.py --ddp            # 2 DDP ranks x 1 thread vs 1 process x 2
 
 Both sides train the SAME method in the same process, interleaved round by round: an
 En1ResNet20 (block noise c = 0.1) whose 3x3 convs are Binary-Relax 4-bit (lambda = 2, so the
@@ -24,6 +25,13 @@ work the method cannot skip, so that rate over the plain loop's is an upper boun
 ratio any fp32 implementation of the same method reaches on this machine (unless it has a
 faster convolution or a faster Gaussian generator than PyTorch's). The convolutions' rate is
 printed beside a large fp32 matrix multiply, the machine's practical peak.
+
+``--ddp`` compares two ways to spend the same cores on the same PGD-10 step (robustq's
+``TrainStep``, the same global batch): ONE process with ``--ranks`` threads against
+``--ranks`` DDP processes (``torchrun``, gloo) with ONE thread each and ``batch / ranks``
+images each. Each side runs in its own fresh process(es), one after the other; the figure is
+global images/second (median over rounds, all ranks timed between barriers) and the ratio is
+DDP over the single process.
 
 Like the CLI, the benchmark keeps freed heap pages (``runtime.keep_heap_pages``); the setting
 is process-wide, so the plain side gets it too (``--malloc-default`` turns it off for both).
@@ -99,13 +107,15 @@ class PlainStep:
 
 
 class ToolStep:
-    def __init__(self, arch: Arch, pgd: bool, device, precision: str) -> None:
+    def __init__(self, arch: Arch, pgd: bool, device, precision: str, d=None) -> None:
+        from robustq.distributed import SINGLE, wrap_ddp
         cfg = load_config(None, ["loss.name=at" if pgd else "loss.name=natural", "loss.alpha=0",
                                  "loss.beta=1"])
         self.model, _ = build_model(arch, "4bit", "paper")
         self.model = self.model.to(device=device, memory_format=torch.channels_last)
         set_relaxation(self.model, LAM)
-        self.step = TrainStep(cfg, self.model, device, precision)
+        self.step = TrainStep(cfg, self.model, device, precision,
+                              net=wrap_ddp(self.model, device, d or SINGLE))
 
     def __call__(self, x, y):
         self.model.train()
@@ -218,6 +228,64 @@ def ceiling(args, device, precision) -> None:
           f"{bound / plain_rate:.2f}x the plain loop")
 
 
+def ddp_worker(args, device, precision) -> None:
+    """One side of ``--ddp``: this process (one of torchrun's ranks, or the only process)
+    times the PGD-10 step on its ``batch / world`` share; rank 0 prints the global rate."""
+    import torch.distributed as dist
+    from robustq import distributed
+
+    torch.set_num_threads(args.threads)
+    d = distributed.init()
+    arch, x, y = problem(args, device)
+    share = args.batch // d.world
+    x, y = x[d.rank * share:(d.rank + 1) * share], y[d.rank * share:(d.rank + 1) * share]
+    step = ToolStep(arch, True, device, precision, d)
+    barrier = dist.barrier if d.active else (lambda: None)
+    timed(step, x, y, args.warmup, device)
+    rates = []
+    for _ in range(args.rounds):
+        barrier()
+        t0 = time.perf_counter()
+        timed(step, x, y, args.steps, device)
+        barrier()
+        rates.append(args.steps * share * d.world / (time.perf_counter() - t0))
+    if d.main:
+        print(f"RATE {statistics.median(rates):.3f}", flush=True)
+    distributed.shutdown()
+
+
+def ddp_compare(args) -> None:
+    """``--ddp``: the two sides in fresh processes, side by side, and their ratio."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    common = [__file__, "--ddp-worker", "--batch", str(args.batch), "--size", str(args.size),
+              "--steps", str(args.steps), "--rounds", str(args.rounds), "--warmup",
+              str(args.warmup), "--device", "cpu", "--precision", args.precision]
+    sides = {f"1 process x {args.ranks} threads": (
+                 [sys.executable, *common, "--threads", str(args.ranks)], args.ranks),
+             f"{args.ranks} DDP ranks x 1 thread": (
+                 [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.ranks),
+                  "--master_addr", "127.0.0.1", "--master_port", str(port), *common,
+                  "--threads", "1"], 1)}
+    rates = {}
+    for name, (cmd, threads) in sides.items():
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+        rates[name] = float(next(l for l in out.splitlines() if l.startswith("RATE")).split()[1])
+    print(f"PGD-10 step, En1ResNet20 BR 4-bit, global batch {args.batch} ({args.batch // args.ranks} "
+          f"per rank), {args.size}x{args.size}, cpu; median of {args.rounds} rounds x {args.steps} steps")
+    for name, rate in rates.items():
+        print(f"{name:<28}{rate:>10.1f} img/s")
+    single, ddp = rates.values()
+    print(f"{'ratio (DDP / 1 process)':<28}{ddp / single:>10.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="robustq training throughput vs a plain loop")
     ap.add_argument("--mode", choices=["natural", "pgd", "both"], default="both")
@@ -232,10 +300,21 @@ def main() -> None:
                     help="instead: time the PGD-10 step op by op and print the bound on its ratio")
     ap.add_argument("--malloc-default", action="store_true",
                     help="leave glibc's heap trimming on (see runtime.keep_heap_pages)")
+    ap.add_argument("--ddp", action="store_true", help="instead: --ranks DDP processes x 1 thread "
+                    "vs 1 process x --ranks threads on the PGD-10 step (CPU)")
+    ap.add_argument("--ranks", type=int, default=2, help="--ddp: processes (and threads)")
+    ap.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.ddp:
+        ddp_compare(args)
+        return
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     heap = "kept" if not args.malloc_default and keep_heap_pages() else "glibc default"
+    if args.ddp_worker:
+        ddp_worker(args, device, precision)
+        return
     print(f"heap pages: {heap} (the CLI keeps them; process-wide, so both sides share it)")
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"robustq precision {precision} + channels_last; batch {args.batch}, {args.size}x{args.size}, "

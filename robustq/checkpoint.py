@@ -81,10 +81,13 @@ def check_writable(folder: str | Path, what: str) -> None:
         raise ConfigError(f"cannot write {what} in {where}: it is a file, not a folder; fix the path")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".robustq-probe-") as f:
-            f.write(b"x")  # one byte: a full disk fails here, not after the work
-            f.flush()
-            os.fsync(f.fileno())
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".robustq-probe-")
+        try:
+            os.write(fd, b"x")  # one byte: a full disk fails here, not after the work
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)  # removed now, not whenever the garbage collector gets to it
     except OSError as e:
         raise ConfigError(f"cannot write {what} in {where} ({e.strerror or type(e).__name__}); "
                           f"choose a writable location") from None

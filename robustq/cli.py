@@ -11,7 +11,9 @@
     robustq data list|fetch NAME
 
 Each verb calls one library function (``jobs.py``, ``efficiency/pipeline.py``, ``data``) with
-typed arguments.
+typed arguments. ``python -m robustq`` is the same command; ``torchrun --nproc_per_node N -m
+robustq train|eval ...`` runs train and eval on N processes (``distributed.py``): an error on
+any rank stops all of them with one sentence printed by rank 0, and only rank 0 writes or prints.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from . import __version__
 from .cli_sweep import add_sweep_verbs
 from .errors import ConfigError, RobustqError, sentence
 from .interrupted import State
+from . import distributed
 
 
 def _quickstart_path() -> Path:
@@ -62,10 +65,11 @@ def _curve_eps(curve: Optional[str]) -> Optional[list]:
 def _cmd_run(args) -> None:
     from .jobs import train_and_evaluate
     args.state.no_eval = args.no_eval
-    _use_threads(args.threads)  # before any parallel work of ours, so its load is the others'
+    _use_threads(args.threads, distributed.say(args.dist))  # before any parallel work of ours, so its load is the others'
     train_and_evaluate(None if args.resume else _quickstart_path(), args.overrides, out=args.out,
                        resume=args.resume, device=args.device, evaluate_after=not args.no_eval,
-                       progress=not args.quiet, state=args.state)
+                       progress=not args.quiet, state=args.state, dist=args.dist,
+                       log=distributed.say(args.dist))
 
 
 def _cmd_train(args) -> None:
@@ -80,10 +84,11 @@ def _cmd_train(args) -> None:
                           "CONFIG argument")
     config = resolve_config(args.config) if args.config else None
     args.state.no_eval = args.no_eval
-    _use_threads(args.threads)
+    _use_threads(args.threads, distributed.say(args.dist))
     train_and_evaluate(config, args.overrides, out=args.out, resume=args.resume,
                        device=args.device, evaluate_after=not args.no_eval,
-                       progress=not args.quiet, state=args.state)
+                       progress=not args.quiet, state=args.state, dist=args.dist,
+                       log=distributed.say(args.dist))
 
 
 def _cmd_config(args) -> None:
@@ -103,14 +108,14 @@ def _cmd_config(args) -> None:
 
 def _cmd_eval(args) -> None:
     from .jobs import evaluate_target
-    say = (lambda *a, **k: None) if args.quiet else print
+    say = (lambda *a, **k: None) if args.quiet else distributed.say(args.dist)
     _use_threads(args.threads, say)
     curve = _curve_eps(args.curve_eps or ("default" if args.curve else None))
     evaluate_target(args.target, model_spec=args.model, weights=args.weights, dataset=args.dataset,
                     overrides=args.overrides, suite=args.suite, eot=args.eot, draws=args.draws,
                     allow_single_sample=args.allow_single_sample, device=args.device,
                     results=args.results, surrogate=args.surrogate, curve=curve,
-                    progress=not args.quiet)
+                    progress=not args.quiet, log=distributed.say(args.dist), dist=args.dist)
 
 
 def _cmd_sparsity(args) -> None:
@@ -322,10 +327,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .runtime import keep_heap_pages
     keep_heap_pages()  # a process-wide allocator setting: here, never at import
     args.state = State(args.verb, list(sys.argv[1:] if argv is None else argv))
+    from .resume import Interrupted
+    args.dist = d = distributed.init()   # torchrun's process group, or the single process
     try:
         args.func(args)
+    except Interrupted as e:   # Ctrl-C/SIGTERM during training: a checkpoint was written
+        if d.main:
+            print(f"\nrobustq: {e}", file=sys.stderr)
+        return e.exit_code
     except (RobustqError, OSError, UnicodeError, RecursionError, MemoryError) as e:
-        print(f"robustq: error: {sentence(e)}", file=sys.stderr)
+        if d.main:
+            print(f"robustq: error: {sentence(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.verb == "sweep":
@@ -334,6 +346,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             print(f"\nrobustq: interrupted; {note(args.state)}", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -96,6 +96,8 @@ class TrainConfig:
     co_drop: float = 0.2                 # guard: val PGD accuracy this far below its best
     co_gap: float = 0.3                  # guard: val FGSM accuracy this far above val PGD
     max_batches: Optional[int] = None    # cap batches per epoch (smoke tests)
+    checkpoint_minutes: float = 10.0     # also checkpoint mid-epoch this often; 0: epoch ends only
+    sync_bn: bool = False                # torchrun: BatchNorm statistics over all ranks' batches
 
 
 @dataclass
@@ -377,6 +379,8 @@ def validate(cfg: RunConfig) -> None:
     _check(t.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {t.precision!r}")
     _check(t.val_attack_steps >= 1, f"train.val_attack_steps must be >= 1, got {t.val_attack_steps}")
     _check(t.max_batches is None or t.max_batches >= 1, f"train.max_batches must be >= 1, got {t.max_batches}")
+    _check(t.checkpoint_minutes >= 0, f"train.checkpoint_minutes must be >= 0 (0: only at epoch "
+                                      f"ends), got {t.checkpoint_minutes}")
     for name in e.attacks:
         _check(name in ATTACKS, f"eval.attacks: {name!r} is not a known attack; choose from "
                                 f"{', '.join(ATTACKS.names())}")

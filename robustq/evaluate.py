@@ -37,25 +37,31 @@ from .data.loader import to_pixels
 from .eps import spelling
 from .models import noise_state
 from .robustness import SuiteOptions, evaluate_suite
+from .distributed import SINGLE, Dist
 from .runtime import autocast, resolve_precision
 
 
 def suite_options(cfg: RunConfig, *, surrogate: Optional[nn.Module] = None,
-                  curve_eps: Optional[list] = None, progress: bool = False) -> SuiteOptions:
+                  curve_eps: Optional[list] = None, progress: bool = False,
+                  dist=None) -> SuiteOptions:
     """The engine's options from a config's ``eval`` section."""
     e = cfg.eval
     return SuiteOptions(eot_samples=e.eot_samples, draws=e.draws, seed=e.seed,
                         allow_single_sample=e.allow_single_sample, batch_size=e.batch_size,
                         surrogate=surrogate, curve_eps=curve_eps, attacks=list(e.attacks),
-                        attack_args=e.attack_args, progress=progress)
+                        attack_args=e.attack_args, progress=progress, dist=dist)
 
 
 def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, device: torch.device,
              log: Callable[[str], None] = print, *, surrogate: Optional[nn.Module] = None,
-             curve_eps: Optional[list] = None, progress: bool = False) -> dict:
+             curve_eps: Optional[list] = None, progress: bool = False,
+             dist: Dist = SINGLE) -> dict:
     """Run ``cfg.eval.suite`` on the first ``eval.n_eval`` images of ``test``; the record.
 
-    ``surrogate`` feeds the transfer attacks; ``curve_eps`` adds a robustness curve."""
+    ``surrogate`` feeds the transfer attacks; ``curve_eps`` adds a robustness curve. Under
+    torchrun (``dist``) every suite's attack pass splits the test images across the ranks and
+    gathers the per-example results into the one record (``suites.sharded_run_attacks``); the
+    masking checks and the curve run whole on every rank."""
     e = cfg.eval
     n = min(len(test), e.n_eval or len(test))
     precision = resolve_precision(e.precision, device)
@@ -64,14 +70,15 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
         model = model.to(memory_format=torch.channels_last)
     data = test.subset(torch.arange(n))
     x, y = to_pixels(data.images, device, channels_last), data.labels.to(device)
-    opts = suite_options(cfg, surrogate=surrogate, curve_eps=curve_eps, progress=progress)
+    opts = suite_options(cfg, surrogate=surrogate, curve_eps=curve_eps, progress=progress,
+                         dist=dist)
     with noise_state(model, e.noise), autocast(precision, device):
         suite = evaluate_suite(model, x, y, e.suite, e.eps, opts, log=log)
     record = model_keys(model, meta, cfg)
     record.update(suite)
     record.update({"noise_at_eval": suite["randomized"], "eval_seed": e.seed,
                    "eval_seconds": suite["suite_seconds"], "device": str(device),
-                   "precision": precision, "attacks_configured": list(e.attacks),
+                   "precision": precision, "processes": dist.world, "attacks_configured": list(e.attacks),
                    "attack_args": spelling(e.attack_args)})
     round_accuracies(record)
     record.update(robustbench_fields(record))

@@ -217,18 +217,35 @@ def _finite_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def check_checkpoint(ck: dict, path: Path, epochs: int, steps_per_epoch: int = 1) -> None:
+def check_checkpoint(ck: dict, path: Path, epochs: int, steps_per_epoch: Optional[int] = 1,
+                     steps_per_batch: int = 1) -> None:
     """What a checkpoint must hold before ``--resume`` touches the model: every key, an epoch
     in [1, ``epochs``] that agrees with the metrics, RNG states of the sizes this PyTorch
     uses, finite weights and optimizer state, a finite learning rate >= 0 (a one-cycle schedule ends at 0), and an LR
-    schedule that has taken ``steps_per_epoch`` steps per finished epoch."""
+    schedule that has taken ``steps_per_epoch`` steps per finished epoch.
+
+    A mid-epoch checkpoint (``batch`` > 0, written every ``train.checkpoint_minutes`` or on
+    SIGTERM) holds ``epoch`` finished epochs (0 allowed) and ``batch`` batches of the next
+    one, a ``partial`` record of that epoch, and a schedule ``steps_per_batch`` steps per
+    batch further on. ``steps_per_epoch`` None (a checkpoint of another world size, whose
+    epochs had other batch counts): the schedule's step count is not checked."""
     missing = [k for k in CHECKPOINT_KEYS if k not in ck]
     if missing:
         raise _bad(path, f"lacks {', '.join(missing)}")
-    epoch = ck["epoch"]
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= epochs:
+    epoch, batch = ck["epoch"], ck.get("batch") or 0
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 0 or (
+            batch and steps_per_epoch and batch * steps_per_batch >= steps_per_epoch):
+        raise _bad(path, f"says it was written after batch {short(batch, 40)} of an epoch of "
+                         f"{steps_per_epoch // max(steps_per_batch, 1)} batches")
+    first = 0 if batch else 1
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not first <= epoch <= epochs - (
+            1 if batch else 0):
         raise _bad(path, f"says it was written after epoch {short(epoch, 40)}, outside the run's "
-                         f"1..{epochs}")
+                         f"{first}..{epochs}")
+    if batch and not (isinstance(ck.get("partial"), dict) and all(
+            k in ck["partial"] for k in ("order", "stats", "lr", "seconds"))):
+        raise _bad(path, f"was written inside epoch {epoch + 1} but lacks the record of that "
+                         f"partial epoch")
     metrics, best = ck["metrics"], ck["best"]
     if not isinstance(metrics, list) or len(metrics) != epoch or not all(isinstance(r, dict) for r in metrics):
         raise _bad(path, f"has metrics that do not list the {epoch} finished epochs")
@@ -245,7 +262,8 @@ def check_checkpoint(ck: dict, path: Path, epochs: int, steps_per_epoch: int = 1
     check_tensors(ck["model"], path)
     if ck.get("free_delta") is not None:  # free adversarial training's carried perturbation
         check_tensors({"free_delta": ck["free_delta"]}, path, "a free-training perturbation")
-    _check_optimizer(ck["optimizer"], ck["scheduler"], path, epoch, epoch * steps_per_epoch)
+    _check_optimizer(ck["optimizer"], ck["scheduler"], path, epoch,
+                     None if steps_per_epoch is None else epoch * steps_per_epoch + batch * steps_per_batch)
 
 
 def _check_optimizer(opt: Any, sched: Any, path: Path, epoch: int, steps: int) -> None:
@@ -267,8 +285,9 @@ def _check_optimizer(opt: Any, sched: Any, path: Path, epoch: int, steps: int) -
         check_tensors({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, path,
                       "optimizer state")
     last = sched.get("_last_lr", [g["lr"] for g in groups]) if isinstance(sched, dict) else None
-    if not isinstance(sched, dict) or sched.get("last_epoch") != steps or not isinstance(last, list) \
-            or len(last) != len(groups) or not all(_finite_number(v) and v >= 0 for v in last):
+    if not isinstance(sched, dict) or (steps is not None and sched.get("last_epoch") != steps) \
+            or not isinstance(last, list) or len(last) != len(groups) \
+            or not all(_finite_number(v) and v >= 0 for v in last):
         raise _bad(path, f"has a learning-rate schedule that is not at epoch {epoch}")
     # the optimizer's rate is the one the schedule set last (a one-cycle schedule ends at 0)
     if any(abs(g["lr"] - v) > 1e-12 * max(1.0, abs(v)) for g, v in zip(groups, last)):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .checkpoint import atomic_write
+from .distributed import SINGLE, Dist, agree, check_same_config, rank_device
 from .errors import ConfigError
 
 
@@ -54,17 +55,55 @@ def train_and_evaluate(config: Optional[Path], overrides: Sequence[str] = (), *,
                        out: Optional[str] = None, resume: Optional[str] = None,
                        device: Optional[str] = None, evaluate_after: bool = True,
                        progress: bool = True, log: Callable[[str], None] = print,
-                       state=None) -> Path:
+                       state=None, dist: Dist = SINGLE) -> Path:
     """``robustq run`` / ``robustq train``: train into a new (or resumed) run directory, then
     evaluate it with its config's suite; returns the run directory. ``state`` (the CLI's
-    ``interrupted.State``) records how far it got, for the Ctrl-C message."""
+    ``interrupted.State``) records how far it got, for the Ctrl-C message. Under torchrun
+    (``dist``) every rank checks its inputs (one rank's error stops all), rank 0 alone makes
+    the run directory and writes, and the ranks train one DDP model."""
+    from .engine import train
+
+    cfg, dev, s, run_dir, fresh = agree(
+        lambda: _prepare_training(config, overrides, resume, device, evaluate_after, dist), dist)
+    check_same_config(cfg.to_yaml(), dist)
+    fresh = agree(lambda: fresh, dist, main_only=True)   # rank 0's disk decides
+    if state is not None:
+        state.epochs = cfg.train.epochs
+    if resume is None:
+        created = out is None or not Path(out).exists()
+        run_dir = agree(lambda: _new_run_dir(out, cfg), dist, main_only=True)
+        if state is not None:
+            state.created = created
+    elif fresh:
+        log(f"{run_dir} has no checkpoint yet (stopped during its first epoch); starting it "
+            f"from the beginning")
+    if state is not None:
+        state.run_dir = run_dir
+    log(f"run directory: {run_dir}")
+    train(cfg, run_dir, dev, resume=not fresh, progress=progress, prepared=s, dist=dist)
+    if state is not None:
+        state.trained = True
+    if evaluate_after:
+        evaluate_target(run_dir, device=device, progress=progress, log=log, dist=dist)
+    log(f"run directory: {run_dir}")
+    return run_dir
+
+
+def _new_run_dir(out, cfg) -> Path:
+    run_dir = prepare_run_dir(out, cfg.name)
+    atomic_write(run_dir / "config.yaml", cfg.to_yaml().encode())
+    return run_dir
+
+
+def _prepare_training(config, overrides, resume, device, evaluate_after, dist: Dist):
+    """``(cfg, device, setup, run dir to resume or None, fresh)``, every input checked and the
+    data read before anything is written."""
+    from .checkpoint import check_writable
     from .config import load_config
-    from .engine import setup, train
+    from .engine import check_world, setup
     from .runtime import resolve_device
 
-    from .checkpoint import check_writable
-
-    fresh = resume is None
+    fresh, run_dir = resume is None, None
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():
@@ -76,34 +115,16 @@ def train_and_evaluate(config: Optional[Path], overrides: Sequence[str] = (), *,
         cfg = load_config(run_dir / "config.yaml")
         # killed before its first checkpoint: nothing to continue, so the run starts afresh
         fresh = not (run_dir / "checkpoint.pt").exists()
-        check_writable(run_dir, "the run's checkpoint")
+        if dist.main:
+            check_writable(run_dir, "the run's checkpoint")
     else:
         cfg = load_config(config, overrides)
-    if state is not None:
-        state.epochs = cfg.train.epochs
-    dev = resolve_device(device or cfg.device)
+    dev = rank_device(resolve_device(device or cfg.device), dist)
     if evaluate_after:
         _require_extras(cfg)   # the evaluation after training must not fail for a package
     s = setup(cfg)  # reads and verifies the data before anything is written
-    if resume is None:
-        created = out is None or not Path(out).exists()
-        run_dir = prepare_run_dir(out, cfg.name)
-        atomic_write(run_dir / "config.yaml", cfg.to_yaml().encode())
-        if state is not None:
-            state.created = created
-    elif fresh:
-        log(f"{run_dir} has no checkpoint yet (stopped during its first epoch); starting it "
-            f"from the beginning")
-    if state is not None:
-        state.run_dir = run_dir
-    log(f"run directory: {run_dir}")
-    train(cfg, run_dir, dev, resume=not fresh, progress=progress, prepared=s)
-    if state is not None:
-        state.trained = True
-    if evaluate_after:
-        evaluate_target(run_dir, device=device, progress=progress, log=log)
-    log(f"run directory: {run_dir}")
-    return run_dir
+    check_world(len(s.train), cfg, dist, dev)
+    return cfg, dev, s, run_dir, fresh
 
 
 def _require_extras(cfg) -> None:
@@ -119,7 +140,8 @@ def _eval_updates(suite, eot, draws, allow_single_sample) -> dict:
     return {"eval": {k: v for k, v in e.items() if v is not None}}
 
 
-def _load_target(target, model_spec, weights, dataset, overrides, updates, device_name):
+def _load_target(target, model_spec, weights, dataset, overrides, updates, device_name,
+                 dist: Dist = SINGLE):
     """``(model, meta, cfg, device, latest results path)`` for whatever is to be evaluated."""
     from .build import load_any_model, load_foreign
     from .config import load_config
@@ -132,7 +154,7 @@ def _load_target(target, model_spec, weights, dataset, overrides, updates, devic
             raise ConfigError("--model needs --dataset NAME, the dataset the model classifies "
                               "(robustq data list)")
         cfg = load_config(None, overrides, base=_base(dataset), updates=updates)
-        device = resolve_device(device_name or cfg.device)
+        device = rank_device(resolve_device(device_name or cfg.device), dist)
         model, meta = load_foreign(model_spec, weights, dataset, device)
         return model, meta, cfg, device, Path(f"{model_spec.replace(':', '.')}.results.json")
     if target is None:
@@ -142,10 +164,10 @@ def _load_target(target, model_spec, weights, dataset, overrides, updates, devic
         updates = {**updates, "data": {"name": dataset}}
     if target.is_dir():
         cfg = load_config(target / "config.yaml", overrides, updates=updates)
-        device = resolve_device(device_name or cfg.device)
+        device = rank_device(resolve_device(device_name or cfg.device), dist)
         model, meta = load_any_model(target / "model.pt", device)
         return model, {**meta, "name": target.name}, cfg, device, target / "results.json"
-    device = resolve_device(device_name or "auto")
+    device = rank_device(resolve_device(device_name or "auto"), dist)
     model, meta = load_any_model(target, device, dataset)
     base = _base(dataset or meta.get("dataset", "fashion-mnist-10k"), meta.get("quant", "float"),
                  meta.get("method", "none"))
@@ -168,8 +190,10 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
                     allow_single_sample: bool = False, device: Optional[str] = None,
                     results: Optional[str | Path] = None, surrogate: Optional[str | Path] = None,
                     curve: Optional[list] = None, progress: bool = True,
-                    log: Callable[[str], None] = print) -> dict:
-    """``robustq eval``: evaluate, merge the efficiency keys, write the records; the record."""
+                    log: Callable[[str], None] = print, dist: Dist = SINGLE) -> dict:
+    """``robustq eval``: evaluate, merge the efficiency keys, write the records; the record.
+    Under torchrun (``dist``) the test images are split across the ranks (one record, as a
+    single process's) and rank 0 alone writes."""
     from .build import check_input, load_any_model
     from .data import load_dataset
     from .efficiency.pipeline import efficiency_keys
@@ -178,8 +202,9 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
     from .robustness.run import check_ready, get_suite
 
     updates = _eval_updates(suite, eot, draws, allow_single_sample)
-    model, meta, cfg, dev, out = _load_target(target, model_spec, weights, dataset, overrides,
-                                              updates, device)
+    model, meta, cfg, dev, out = agree(lambda: _load_target(
+        target, model_spec, weights, dataset, overrides, updates, device, dist), dist)
+    check_same_config(cfg.to_yaml(), dist)
     check_input(model, cfg.data.name, meta["name"])
     out = Path(results) if results else out
     # before any work: an evaluation must not die at its last step on an unwritable path
@@ -187,7 +212,7 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
     inputs = tuple(Path(p) for p in (target, surrogate, weights) if p is not None and Path(p).is_file())
     if target is not None and Path(target).is_dir():
         inputs += (Path(target) / "model.pt",)
-    check_output_file(out, "--results", inputs=inputs)
+    agree(lambda: check_output_file(out, "--results", inputs=inputs), dist, main_only=True)
     if curve:
         require("matplotlib", "the robustness curve PNG (--curve)")
     surrogate_model = load_any_model(surrogate, dev)[0] if surrogate else None
@@ -200,12 +225,13 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
         log("an ONNX model runs through onnxruntime, which gives no gradients: clean accuracy "
             "and black-box attacks only")
     r = evaluate(model, meta, cfg, test, dev, log, surrogate=surrogate_model, curve_eps=curve,
-                 progress=progress)
+                 progress=progress and dist.main, dist=dist)
     r.update(efficiency_keys(model, meta))
     if target is not None and Path(target).is_dir() and (Path(target) / "metrics.csv").is_file():
         from .engine import training_summary
         r["training"] = training_summary(Path(target))  # states catastrophic overfitting
-    _write(r, out, log)
+    if dist.main:
+        _write(r, out, log)
     return r
 
 

@@ -69,3 +69,14 @@ def test_bench_threads_runs_on_a_tiny_problem():
                          capture_output=True, text=True, timeout=600, check=True).stdout
     assert out.count("| no other process started |") == 3 and "single-threaded busy" in out
     assert "robustq chose threads:" in out
+
+
+@pytest.mark.slow
+def test_bench_train_ddp_prints_both_sides_and_the_ratio():
+    """``--ddp`` at a toy size (smoke only: torchrun plus two timed sides, tens of seconds)."""
+    out = subprocess.run([sys.executable, str(BENCH), "--ddp", "--batch", "4", "--size", "8",
+                          "--steps", "1", "--rounds", "1", "--warmup", "1"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    lines = out.splitlines()
+    assert "1 process x 2 threads" in lines[-3] and "2 DDP ranks x 1 thread" in lines[-2]
+    assert lines[-1].startswith("ratio (DDP / 1 process)")

@@ -127,14 +127,15 @@ def _interrupt_at(monkeypatch, where):
 
 def test_ctrl_c_during_training_names_the_run_and_the_resume_command(tmp_path, monkeypatch, capsys):
     calls = []
-    real = engine.save
+    from robustq import resume
+    real = resume.save   # checkpoints are written by resume.Saver
 
     def save_then_stop(obj, path):  # stop right after the first epoch's checkpoint
         real(obj, path)
         if Path(path).name == "checkpoint.pt":
             calls.append(path)
             raise KeyboardInterrupt
-    monkeypatch.setattr(engine, "save", save_then_stop)
+    monkeypatch.setattr(resume, "save", save_then_stop)
     out = tmp_path / "r"
     assert main(["run", "--out", str(out), "--quiet", "--threads", "1", *sets(TINY)]) == 130
     err = capsys.readouterr().err

@@ -83,27 +83,40 @@ class Batches:
     """Iterate ``(x, y)`` batches of ``data``; one pass is one epoch.
 
     ``shard=(rank, world)`` gives each of ``world`` processes a disjoint slice of every
-    permutation (for a later DDP run)."""
+    permutation (DDP, ``distributed.py``): every rank draws the same permutation from
+    ``order_generator`` (default: ``generator``, which also draws the augmentation), so under
+    DDP the order generator must be shared and the augmentation one per rank.
+    ``iterate(order, start)`` continues an epoch from its ``start``-th batch (mid-epoch
+    resume); ``order`` is what ``new_order()`` drew for it."""
 
     def __init__(self, data: ImageData, batch_size: int, *, shuffle: bool = False,
                  pad: int = 0, flip: bool = False, augment_data: bool = False,
                  generator: Optional[torch.Generator] = None, device: torch.device | str = "cpu",
                  channels_last: bool = False, drop_last: bool = False,
-                 shard: tuple[int, int] = (0, 1)) -> None:
+                 shard: tuple[int, int] = (0, 1),
+                 order_generator: Optional[torch.Generator] = None) -> None:
         self.data, self.batch_size, self.shuffle = data, int(batch_size), shuffle
         self.pad, self.flip, self.augment = pad, flip, augment_data
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.device, self.channels_last, self.drop_last, self.shard = device, channels_last, drop_last, shard
+        self.order_generator = order_generator if order_generator is not None else self.generator
 
     def __len__(self) -> int:
         n = len(range(self.shard[0], len(self.data), self.shard[1]))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.iterate(self.new_order(), 0)
+
+    def new_order(self) -> torch.Tensor:
+        """The next epoch's order of ALL examples (every rank draws the same one)."""
         n = len(self.data)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        return torch.randperm(n, generator=self.order_generator) if self.shuffle else torch.arange(n)
+
+    def iterate(self, order: torch.Tensor, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches ``start, start + 1, ...`` of this rank's shard of ``order``."""
         order = order[self.shard[0]::self.shard[1]]
-        for i in range(len(self)):
+        for i in range(start, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             images = self.data.images.index_select(0, idx)  # ~10x faster than images[idx]
             if self.augment:

@@ -31,7 +31,7 @@ from ..models import has_noise
 from .checks import masking_checks, masking_suspected, probe_attacks
 from .curve import curve_attacks, monotone_flag, robustness_curve
 from .sampling import draw_correct, inputs_only, is_randomized, noise_disabled, sampling_plan
-from .suites import SUITES, Outcome, Suite, build_attacks, run_attacks
+from .suites import SUITES, Outcome, Suite, build_attacks, run_attacks, sharded_run_attacks
 
 
 @dataclass
@@ -49,6 +49,7 @@ class SuiteOptions:
     attacks: Optional[list[str]] = None   # eval.attacks, for suites that take them
     attack_args: Optional[dict] = None    # eval.attack_args: {attack: {setting: value}}
     progress: bool = False                # progress bars (on a terminal)
+    dist: Optional[object] = None         # a torchrun job (distributed.Dist): examples split
 
 
 def get_suite(name: str) -> Suite:
@@ -108,8 +109,9 @@ def evaluate_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: st
             + (f"randomized model: EOT {eot}, {draws} draws" if randomized else "deterministic model"))
         log(estimate(model, x, y, _phases(spec, eps, attacks, x.shape[0], draws, twin, checks, eot, opts),
                      opts))
-        out = run_attacks(model, x, y, attacks, draws=draws, batch_size=opts.batch_size,
-                          seed=opts.seed, log=log, progress=opts.progress, desc=f"suite {suite}")
+        out = sharded_run_attacks(model, x, y, attacks, dist=opts.dist, draws=draws,
+                                  batch_size=opts.batch_size, seed=opts.seed, log=log,
+                                  progress=opts.progress, desc=f"suite {suite}")
         record = {"suite": suite, "threat_model": "Linf", "eps": eps.spec, "n_eval": int(x.shape[0]),
                   "randomized": randomized, "eot_samples": eot, "draws": draws, **out.summary(),
                   "seeds": out.seeds, "attack_settings": out.settings, "attack_seconds": out.seconds}
@@ -149,8 +151,9 @@ def _noise_off(model, x, y, spec: Suite, eps: Eps, opts: SuiteOptions, log) -> d
     attacks = build_attacks(spec, eps, 1, attacks=opts.attacks, attack_args=opts.attack_args,
                             surrogate=opts.surrogate)
     with noise_disabled(model):
-        out = run_attacks(model, x, y, attacks, draws=1, batch_size=opts.batch_size,
-                          seed=opts.seed, log=log, progress=opts.progress, desc="noise off")
+        out = sharded_run_attacks(model, x, y, attacks, dist=opts.dist, draws=1,
+                                  batch_size=opts.batch_size, seed=opts.seed, log=log,
+                                  progress=opts.progress, desc="noise off")
     s = out.summary()
     return {"natural_acc": s["natural_acc"], "attacks": s["attacks"],
             "robust_acc_worst": s["robust_acc_worst"], "seeds": out.seeds}

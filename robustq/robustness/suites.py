@@ -171,3 +171,26 @@ def run_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dic
                   log)
     bar.close()
     return out
+
+
+def sharded_run_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                        attacks: dict[str, Attack], *, dist=None, **kw) -> Outcome:
+    """``run_attacks`` with the examples split across the ranks of a torchrun job (``dist``,
+    a ``distributed.Dist``; None or one process: the plain call). Each rank attacks its
+    contiguous slice and the per-example correctness is gathered in order, so the Outcome
+    (and the record made from it) is the single-process one for a deterministic model;
+    seconds are rank 0's."""
+    if dist is None or not dist.active:
+        return run_attacks(model, x, y, attacks, **kw)
+    from ..distributed import sharded_masks
+    kept: dict = {}
+
+    def part(lo: int, hi: int) -> dict:
+        kept["out"] = run_attacks(model, x[lo:hi], y[lo:hi], attacks,
+                                  **{**kw, "progress": kw.get("progress", False) and dist.main})
+        return kept["out"].correct
+
+    correct = sharded_masks(part, x.shape[0], dist)
+    out = kept["out"]
+    out.correct = {k: v.to(out.correct[k].device) for k, v in correct.items()}
+    return out

@@ -27,6 +27,7 @@ import yaml
 
 from ..checkpoint import atomic_write
 from ..errors import ConfigError, RobustqError
+from ..resume import Interrupted
 from .claims import HEARTBEAT_S, STALE_AFTER_S, holder, try_claim
 from .spec import Point
 
@@ -189,6 +190,8 @@ def _attempt(p: Point, out: Path, opts: dict, log) -> str:
         _log(out, "done", p.name)
         log(f"{p.name}: done")
         return "done"
+    except Interrupted:   # SIGTERM/Ctrl-C inside training: its checkpoint is written; stop the sweep
+        raise KeyboardInterrupt from None
     except ClaimLost as e:
         log(f"robustq: note: {e}")
         return "skipped"
