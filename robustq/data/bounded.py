@@ -12,14 +12,20 @@ from ..errors import DataError
 MAX_FILE_BYTES = 1 << 30   # the largest official file of a registered dataset is < 0.7 GB
 
 
-def read_file(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of the regular file ``path`` if it holds at most ``limit`` of them."""
+def check_regular(path: Path, what: str) -> None:
+    """``path`` exists and is a regular file (a symlink to ``/dev/zero`` or a FIFO would
+    never end); one DataError sentence naming ``what`` otherwise."""
     if not path.exists():
         raise DataError(f"dataset file {what} is missing; fetch the dataset (robustq data "
                         f"fetch) or point data.root at a complete copy")
     if not path.is_file():
         raise DataError(f"dataset file {what} is not a regular file (a device, FIFO or "
                         f"folder); point data.root at the official files")
+
+
+def read_file(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file ``path`` if it holds at most ``limit`` of them."""
+    check_regular(path, what)
     with open(path, "rb") as f:
         raw = f.read(limit + 1)
     if len(raw) > limit:

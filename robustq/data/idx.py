@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .bounded import check_regular
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
            0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -29,12 +30,7 @@ MAX_BYTES = 1 << 30   # the largest official IDX file (EMNIST) is ~0.7 GB unpack
 def _open(path: Path):
     """``path`` as a byte stream, un-gzipped on the fly; only regular files are read (a
     symlink to ``/dev/zero`` or a FIFO would never end)."""
-    if not path.exists():
-        raise DataError(f"dataset file {path} is missing; download the dataset again "
-                        f"(robustq data fetch) or point data.root at a complete copy")
-    if not path.is_file():
-        raise DataError(f"dataset file {path} is not a regular file (a device, FIFO or folder); "
-                        f"point data.root at the official files")
+    check_regular(path, str(path))
     f = open(path, "rb")
     if f.read(2) == b"\x1f\x8b":
         f.seek(0)
