@@ -20,6 +20,16 @@ def _seed_and_threads():
 
 
 @pytest.fixture
+def same_threads_as_subprocess():
+    """For tests that compare a subprocess pinned to ``OMP_NUM_THREADS=1`` with a run in this
+    process: float sums depend on the thread count, so this side runs on one thread too."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the real datasets are not present ({SHARED_DATA})")

@@ -55,6 +55,7 @@ def test_a_kill_after_a_timed_mid_epoch_checkpoint_resumes_bit_identically(tmp_p
     same_run(full, run(tmp_path, "part", method, resume=True))
 
 
+@pytest.mark.usefixtures("same_threads_as_subprocess")
 def test_sigterm_writes_a_checkpoint_that_resumes_exactly(tmp_path):
     """A real SIGTERM to a training subprocess (bounded: the run is seconds long)."""
     sets = [*TINY, "train.epochs=2", "train.batch_size=8"]

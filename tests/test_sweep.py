@@ -158,6 +158,7 @@ def _rows(d):
         return [{k: v for k, v in r.items() if k not in ("img_per_s", "seconds")} for r in csv.DictReader(f)]
 
 
+@pytest.mark.usefixtures("same_threads_as_subprocess")
 def test_a_point_killed_mid_run_resumes_exactly_and_finished_points_are_skipped(tmp_path):
     f = write_sweep(tmp_path / "s.yaml", set={"train.epochs": 3}, seeds=[0])
     killed, clean = tmp_path / "killed", tmp_path / "clean"
