@@ -166,7 +166,7 @@ def _load_target(target, model_spec, weights, dataset, overrides, updates, devic
         cfg = load_config(target / "config.yaml", overrides, updates=updates)
         device = rank_device(resolve_device(device_name or cfg.device), dist)
         model, meta = load_any_model(target / "model.pt", device)
-        return model, {**meta, "name": target.name}, cfg, device, target / "results.json"
+        return model, {**meta, "name": target.resolve().name}, cfg, device, target / "results.json"
     device = rank_device(resolve_device(device_name or "auto"), dist)
     model, meta = load_any_model(target, device, dataset)
     base = _base(dataset or meta.get("dataset", "fashion-mnist-10k"), meta.get("quant", "float"),

@@ -49,6 +49,16 @@ def test_eval_of_a_run_directory_and_of_a_model_file(finished_run, tmp_path, cap
     assert json.loads(target.read_text())["n_eval"] == 8
 
 
+def test_eval_of_the_current_directory_names_the_model_after_it(finished_run, tmp_path, monkeypatch,
+                                                                 capsys):
+    monkeypatch.chdir(finished_run)
+    target = tmp_path / "here.json"
+    assert main(["eval", ".", "--quiet", "--results", str(target), "--set", "eval.n_eval=8",
+                 "--set", "eval.attacks=[fgsm]"]) == 0
+    assert "evaluating tiny on" in capsys.readouterr().out
+    assert json.loads(target.read_text())["name"] == "tiny"
+
+
 def test_an_existing_run_is_never_overwritten(finished_run, capsys):
     before = {p.name: p.read_bytes() for p in finished_run.iterdir()}
     assert main(["run", "--out", str(finished_run), "--quiet", *sets(TINY)]) == 2
