@@ -12,9 +12,12 @@ alpha 1, beta 8, one-cycle LR peaking at 0.1, eps 8/255) is trained on CIFAR-10
   held-out training images, never the test set) for B minutes too.
 
 A budget becomes a number of optimizer steps once, before any training: each method's steps
-per second are measured on real batches (after a warm-up) and the run is given
-``budget * rate`` steps, as whole epochs where they fit (``train.max_batches`` caps the last
-partial epoch otherwise). The plan is written to ``plan.json`` and reused, and every training
+per second are measured on real batches (after a warm-up; the median of ``--calib-rounds``
+interleaved rounds, since one slow moment of a shared machine once cut a method's measured
+rate by a third) and the run is given
+``budget * rate`` steps, spread evenly over the fewest epochs that hold them
+(``train.max_batches`` caps each epoch at its share: a shuffled subset of the batches). The
+plan is written to ``plan.json`` and reused, and every training
 is a robustq run directory that resumes exactly, so the benchmark can be killed at any time
 and started again with the same ``--out``. Training and evaluation wall time are measured,
 not estimated, and shown.
@@ -34,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -92,21 +96,30 @@ def steps_per_second(args, method: str) -> float:
     return calls * step.replay / (time.perf_counter() - started)
 
 
+def spread(steps: int, per_epoch_batches: int, replay: int = 1) -> tuple:
+    """``(epochs, minibatches per epoch, train.max_batches or None)`` for ``steps`` optimizer
+    steps when a full epoch draws ``per_epoch_batches`` minibatches, each replayed ``replay``
+    times (free AT; its ``train.max_batches`` counts minibatches before the division by m)."""
+    calls = max(1, steps // replay)
+    epochs = -(-calls // per_epoch_batches)
+    per_epoch = calls // epochs
+    return epochs, per_epoch, None if per_epoch >= per_epoch_batches else per_epoch * replay
+
+
 def plan_entry(args, method: str, minutes: float, rate: float) -> dict:
-    """Whole epochs where the budget allows, else one capped epoch."""
+    """``minutes * rate`` optimizer steps, spread evenly over the fewest epochs that hold them:
+    every epoch but a whole one is capped by ``train.max_batches`` (a shuffled subset of the
+    batches each epoch), so no method loses the rest of its budget to rounding down to whole
+    epochs."""
     cfg = method_cfg(args, method)
     s = setup(cfg)
     per_epoch_batches = batches_per_epoch(-(-len(s.train) // cfg.train.batch_size), cfg)
     replay = cfg.adv.replay if method == "free" else 1
     steps = max(1, int(minutes * 60 * rate))
-    calls = max(1, steps // replay)
-    if calls >= per_epoch_batches:
-        epochs, max_batches = calls // per_epoch_batches, None
-    else:
-        epochs, max_batches = 1, calls
+    epochs, per_epoch, max_batches = spread(steps, per_epoch_batches, replay)
     return {"method": method, "budget_min": minutes, "steps_per_s": rate,
-            "epochs": epochs, "max_batches": max_batches, "batch": cfg.train.batch_size,
-            "n_train": len(s.train), "replay": replay}
+            "epochs": epochs, "max_batches": max_batches, "calls_per_epoch": per_epoch,
+            "batch": cfg.train.batch_size, "n_train": len(s.train), "replay": replay}
 
 
 def run_dir(out: Path, e: dict) -> Path:
@@ -124,7 +137,7 @@ def train_entry(args, out: Path, e: dict) -> None:
     d.mkdir(parents=True, exist_ok=True)
     atomic_write(d / "config.yaml", cfg.to_yaml().encode())
     print(f"training {d.name}: {e['epochs']} epoch(s)"
-          + (f" of {e['max_batches']} batches" if e["max_batches"] else ""), flush=True)
+          + (f" of {e['calls_per_epoch']} batches" if e["max_batches"] else ""), flush=True)
     train(cfg, d, torch.device("cpu"), resume=ck.exists(), progress=args.progress)
 
 
@@ -142,8 +155,8 @@ def evaluate_entry(args, out: Path, e: dict) -> dict:
     rec.update(method=e["method"], budget_min=e["budget_min"],
                train_seconds=sum(float(r["seconds"]) for r in metrics),
                img_per_s=e["steps_per_s"] * e["batch"],
-               epochs_reached=sum(1 for _ in metrics) if e["max_batches"] is None else
-               e["max_batches"] * e["batch"] * e["replay"] / e["n_train"],
+               epochs_reached=len(metrics) * min(1.0, e["calls_per_epoch"] * e["replay"] * e["batch"]
+                                                 / e["n_train"]),   # passes over the data
                **{k: v for k, v in training_summary(d).items()})
     if "pgd20" not in rec:
         cfg = load_config(d / "config.yaml")
@@ -203,7 +216,8 @@ def main(argv=None) -> None:
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--methods", default=",".join(FAST))
-    p.add_argument("--calib-steps", type=int, default=5)
+    p.add_argument("--calib-steps", type=int, default=5, help="timed steps per calibration round")
+    p.add_argument("--calib-rounds", type=int, default=3, help="interleaved rounds; the median rate is used")
     p.add_argument("--n-eval", type=int, default=1000)
     p.add_argument("--eot", type=int, default=4, help="EOT gradient samples for PGD-20")
     p.add_argument("--draws", type=int, default=4, help="noise draws for the accuracy")
@@ -221,9 +235,16 @@ def main(argv=None) -> None:
         plan = json.loads(plan_path.read_text())
     else:
         b, methods = args.budget_min, ["pgd", *args.methods.split(",")]
-        rates = {m: steps_per_second(args, m) for m in methods}
+        samples = {m: [] for m in methods}
+        for _ in range(args.calib_rounds):      # interleaved: a slow moment hits every method
+            for m in methods:
+                samples[m].append(steps_per_second(args, m))
+        rates = {m: statistics.median(v) for m, v in samples.items()}
+        print("steps/s (median of " + str(args.calib_rounds) + " rounds): " +
+              ", ".join(f"{m} {r:.3f}" for m, r in rates.items()), flush=True)
         plan = {"budget_min": b, "entries": [plan_entry(args, m, b if m == "pgd" else b / 5, rates[m])
-                                             for m in methods], "rates": rates, "best": None}
+                                             for m in methods], "rates": rates,
+                "rate_samples": samples, "best": None}
         atomic_write(plan_path, (json.dumps(plan, indent=2) + "\n").encode())
     for e in plan["entries"]:
         train_entry(args, out, e)

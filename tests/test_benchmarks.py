@@ -61,6 +61,23 @@ def test_bench_fast_at_smoke_runs_resumes_and_prints_its_table(tmp_path):
     assert "training " not in second and second.splitlines()[-6:] == first.splitlines()[-6:]
 
 
+def test_bench_fast_at_spends_each_budget_within_one_step_per_epoch():
+    sys.path.insert(0, str(FAST_AT.parent))
+    try:
+        from bench_fast_at import spread
+    finally:
+        sys.path.remove(str(FAST_AT.parent))
+    assert spread(707, 383) == (2, 353, 353)      # 1.85 epochs: two capped epochs, not one
+    assert spread(383, 383) == (1, 383, None)     # exactly an epoch
+    assert spread(1200, 383) == (4, 300, 300)
+    assert spread(100, 383) == (1, 100, 100)
+    assert spread(709, 48, replay=8) == (2, 44, 352)   # free AT, m = 8: 88 minibatches
+    assert spread(0, 383) == (1, 1, 1)
+    for steps in range(1, 3000, 7):
+        epochs, per, cap = spread(steps, 383)
+        assert per <= 383 and steps - epochs < epochs * per <= steps
+
+
 @pytest.mark.slow
 def test_bench_threads_runs_on_a_tiny_problem():
     script = BENCH.with_name("bench_threads.py")
