@@ -115,7 +115,8 @@ def _cmd_eval(args) -> None:
                     overrides=args.overrides, suite=args.suite, eot=args.eot, draws=args.draws,
                     allow_single_sample=args.allow_single_sample, device=args.device,
                     results=args.results, surrogate=args.surrogate, curve=curve,
-                    progress=not args.quiet, log=distributed.say(args.dist), dist=args.dist)
+                    progress=not args.quiet, log=distributed.say(args.dist), dist=args.dist,
+                    state=args.state)
 
 
 def _cmd_sparsity(args) -> None:

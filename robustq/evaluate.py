@@ -43,25 +43,26 @@ from .runtime import autocast, resolve_precision
 
 def suite_options(cfg: RunConfig, *, surrogate: Optional[nn.Module] = None,
                   curve_eps: Optional[list] = None, progress: bool = False,
-                  dist=None) -> SuiteOptions:
+                  dist=None, journal=None) -> SuiteOptions:
     """The engine's options from a config's ``eval`` section."""
     e = cfg.eval
     return SuiteOptions(eot_samples=e.eot_samples, draws=e.draws, seed=e.seed,
                         allow_single_sample=e.allow_single_sample, batch_size=e.batch_size,
                         surrogate=surrogate, curve_eps=curve_eps, attacks=list(e.attacks),
-                        attack_args=e.attack_args, progress=progress, dist=dist)
+                        attack_args=e.attack_args, progress=progress, dist=dist, journal=journal)
 
 
 def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, device: torch.device,
              log: Callable[[str], None] = print, *, surrogate: Optional[nn.Module] = None,
              curve_eps: Optional[list] = None, progress: bool = False,
-             dist: Dist = SINGLE) -> dict:
+             dist: Dist = SINGLE, journal=None) -> dict:
     """Run ``cfg.eval.suite`` on the first ``eval.n_eval`` images of ``test``; the record.
 
     ``surrogate`` feeds the transfer attacks; ``curve_eps`` adds a robustness curve. Under
     torchrun (``dist``) every suite's attack pass splits the test images across the ranks and
     gathers the per-example results into the one record (``suites.sharded_run_attacks``); the
-    masking checks and the curve run whole on every rank."""
+    masking checks and the curve run whole on every rank. ``journal`` (a path) keeps the
+    progress there and continues an interrupted evaluation (``robustness/journal.py``)."""
     e = cfg.eval
     n = min(len(test), e.n_eval or len(test))
     precision = resolve_precision(e.precision, device)
@@ -71,7 +72,7 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
     data = test.subset(torch.arange(n))
     x, y = to_pixels(data.images, device, channels_last), data.labels.to(device)
     opts = suite_options(cfg, surrogate=surrogate, curve_eps=curve_eps, progress=progress,
-                         dist=dist)
+                         dist=dist, journal=journal)
     with noise_state(model, e.noise), autocast(precision, device):
         suite = evaluate_suite(model, x, y, e.suite, e.eps, opts, log=log)
     record = model_keys(model, meta, cfg)

@@ -24,6 +24,7 @@ class State:
     trained: bool = False           # train/run: training finished, evaluation under way
     no_eval: bool = False
     epochs: Optional[int] = None
+    partial: Optional[Path] = None  # eval: where the evaluation keeps its progress
 
     @property
     def again(self) -> str:
@@ -57,6 +58,10 @@ def _train_note(p: State) -> str:
     if run is None:
         return f"nothing was written; run the same command again: {p.again}"
     if p.trained:
+        if _kept(p):
+            return (f"training finished and is kept in {run} (model.pt); the evaluation's "
+                    f"progress is kept in {p.partial}: continue it where it stopped with robustq "
+                    f"eval {shlex.quote(str(run))}")
         return (f"training finished and is kept in {run} (model.pt); the evaluation did not "
                 f"finish and wrote nothing: evaluate with robustq eval {shlex.quote(str(run))}")
     if (run / "checkpoint.pt").exists():
@@ -83,10 +88,18 @@ _NOTES = {
 }
 
 
+def _kept(p: State) -> bool:
+    return p.partial is not None and p.partial.is_file()
+
+
 def note(p: State) -> str:
     """One sentence: what ``p.verb`` kept and the exact command to continue."""
     if p.verb in ("train", "run"):
         return _train_note(p)
+    if p.verb == "eval" and _kept(p):
+        return (f"the evaluation did not finish; its progress is kept in {p.partial} (earlier "
+                f"results are untouched): run the same command to continue where it stopped: "
+                f"{p.again}")
     if p.verb == "data" and "fetch" not in p.argv:
         return "nothing was written"
     return _NOTES.get(p.verb, "run the same command again: {again}").format(again=p.again)

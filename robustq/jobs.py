@@ -84,7 +84,7 @@ def train_and_evaluate(config: Optional[Path], overrides: Sequence[str] = (), *,
     if state is not None:
         state.trained = True
     if evaluate_after:
-        evaluate_target(run_dir, device=device, progress=progress, log=log, dist=dist)
+        evaluate_target(run_dir, device=device, progress=progress, log=log, dist=dist, state=state)
     log(f"run directory: {run_dir}")
     return run_dir
 
@@ -190,7 +190,7 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
                     allow_single_sample: bool = False, device: Optional[str] = None,
                     results: Optional[str | Path] = None, surrogate: Optional[str | Path] = None,
                     curve: Optional[list] = None, progress: bool = True,
-                    log: Callable[[str], None] = print, dist: Dist = SINGLE) -> dict:
+                    log: Callable[[str], None] = print, dist: Dist = SINGLE, state=None) -> dict:
     """``robustq eval``: evaluate, merge the efficiency keys, write the records; the record.
     Under torchrun (``dist``) the test images are split across the ranks (one record, as a
     single process's) and rank 0 alone writes."""
@@ -224,14 +224,19 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
     if not getattr(model, "differentiable", True):
         log("an ONNX model runs through onnxruntime, which gives no gradients: clean accuracy "
             "and black-box attacks only")
+    from .robustness.journal import journal_path
+    journal = journal_path(out, cfg.eval.suite)     # progress kept here until the record is written
+    if state is not None:
+        state.partial = journal
     r = evaluate(model, meta, cfg, test, dev, log, surrogate=surrogate_model, curve_eps=curve,
-                 progress=progress and dist.main, dist=dist)
+                 progress=progress and dist.main, dist=dist, journal=journal)
     r.update(efficiency_keys(model, meta))
     if target is not None and Path(target).is_dir() and (Path(target) / "metrics.csv").is_file():
         from .engine import training_summary
         r["training"] = training_summary(Path(target))  # states catastrophic overfitting
     if dist.main:
         _write(r, out, log)
+        journal.unlink(missing_ok=True)
     return r
 
 

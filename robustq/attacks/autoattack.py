@@ -98,6 +98,13 @@ class AutoAttack(Attack):
                 "autoattack_log": {k: round(v / max(n, 1), 4) for k, v in self._correct.items()},
                 "autoattack_warnings": list(self._warnings)}
 
+    def state(self) -> dict:
+        return {"correct": dict(self._correct), "warnings": list(self._warnings)}
+
+    def load_state(self, state: dict) -> None:
+        self._correct = dict(state.get("correct", {}))
+        self._warnings = list(state.get("warnings", []))
+
     def hparams(self) -> dict:
         return {"version": self.version, "norm": "Linf", "eps": self.eps,
                 "eot_samples": self.eot_samples, "eot_iter": self.eot_samples if self.version == "rand" else 1,

@@ -125,6 +125,14 @@ class Attack:
         """Keys this attack adds to the results record after its run on ``n`` examples."""
         return {}
 
+    def state(self) -> dict:
+        """What this attack accumulates across batches (JSON values), for a resumed evaluation
+        (``robustness/journal.py``); most attacks keep nothing."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from ``state()`` as saved after some batches."""
+
     def hparams(self) -> dict:
         """Every hyperparameter; epsilons and steps are shown as the user wrote them."""
         return dict(vars(self))

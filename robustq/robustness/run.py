@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -30,6 +31,7 @@ from ..errors import ConfigError, require
 from ..models import has_noise
 from .checks import masking_checks, masking_suspected, probe_attacks
 from .curve import curve_attacks, monotone_flag, robustness_curve
+from .journal import Journal, fingerprint
 from .sampling import draw_correct, inputs_only, is_randomized, noise_disabled, sampling_plan
 from .suites import SUITES, Outcome, Suite, build_attacks, run_attacks, sharded_run_attacks
 
@@ -50,6 +52,7 @@ class SuiteOptions:
     attack_args: Optional[dict] = None    # eval.attack_args: {attack: {setting: value}}
     progress: bool = False                # progress bars (on a terminal)
     dist: Optional[object] = None         # a torchrun job (distributed.Dist): examples split
+    journal: Optional[Path] = None        # keep progress here; continue from it (journal.py)
 
 
 def get_suite(name: str) -> Suite:
@@ -109,9 +112,10 @@ def evaluate_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: st
             + (f"randomized model: EOT {eot}, {draws} draws" if randomized else "deterministic model"))
         log(estimate(model, x, y, _phases(spec, eps, attacks, x.shape[0], draws, twin, checks, eot, opts),
                      opts))
+        journal = _journal(model, x, y, suite, eps, attacks, randomized, eot, draws, twin, opts, log)
         out = sharded_run_attacks(model, x, y, attacks, dist=opts.dist, draws=draws,
                                   batch_size=opts.batch_size, seed=opts.seed, log=log,
-                                  progress=opts.progress, desc=f"suite {suite}")
+                                  progress=opts.progress, desc=f"suite {suite}", journal=journal)
         record = {"suite": suite, "threat_model": "Linf", "eps": eps.spec, "n_eval": int(x.shape[0]),
                   "randomized": randomized, "eot_samples": eot, "draws": draws, **out.summary(),
                   "seeds": out.seeds, "attack_settings": out.settings, "attack_seconds": out.seconds}
@@ -119,7 +123,7 @@ def evaluate_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: st
             record.update(a.extras(int(x.shape[0])))
         record["natural_acc_noise_off"] = record["natural_acc"] if not randomized else None
         if twin:
-            record["noise_off"] = _noise_off(model, x, y, spec, eps, opts, log)
+            record["noise_off"] = _noise_off(model, x, y, spec, eps, opts, log, journal)
             record["natural_acc_noise_off"] = record["noise_off"]["natural_acc"]
         elif noise_off:
             with noise_disabled(model):
@@ -145,7 +149,26 @@ def _checks_and_curve(record, model, x, y, eps, out, randomized, eot, draws, che
         record["masking_suspected"] = masking_suspected(flags)
 
 
-def _noise_off(model, x, y, spec: Suite, eps: Eps, opts: SuiteOptions, log) -> dict:
+def _journal(model, x, y, suite, eps: Eps, attacks, randomized, eot, draws, twin,
+             opts: SuiteOptions, log) -> Optional[Journal]:
+    """The journal of this evaluation (None: not asked for, or a torchrun job)."""
+    if opts.journal is None or (opts.dist is not None and getattr(opts.dist, "active", False)):
+        return None
+    settings = {"suite": suite, "eps": eps.spec, "eot": eot, "draws": draws, "twin": twin,
+                "randomized": randomized, "batch_size": opts.batch_size, "seed": opts.seed,
+                "attacks": {k: repr(a) for k, a in attacks.items()}, "device": x.device.type,
+                "autocast": str(torch.get_autocast_dtype(x.device.type))
+                if torch.is_autocast_enabled(x.device.type) else None, "torch": torch.__version__}
+    key = fingerprint(model, x, y, settings)
+    if key is None:
+        return None
+    journal = Journal(opts.journal, key, log)
+    if journal.resumed:
+        log(f"continuing the interrupted evaluation kept in {journal.path} ({journal.describe()})")
+    return journal
+
+
+def _noise_off(model, x, y, spec: Suite, eps: Eps, opts: SuiteOptions, log, journal=None) -> dict:
     """The same suite on the same model with its block noise off (deterministic: 1 sample)."""
     log("same model, noise off:")
     attacks = build_attacks(spec, eps, 1, attacks=opts.attacks, attack_args=opts.attack_args,
@@ -153,7 +176,8 @@ def _noise_off(model, x, y, spec: Suite, eps: Eps, opts: SuiteOptions, log) -> d
     with noise_disabled(model):
         out = sharded_run_attacks(model, x, y, attacks, dist=opts.dist, draws=1,
                                   batch_size=opts.batch_size, seed=opts.seed, log=log,
-                                  progress=opts.progress, desc="noise off")
+                                  progress=opts.progress, desc="noise off", journal=journal,
+                                  phase="noise_off")
     s = out.summary()
     return {"natural_acc": s["natural_acc"], "attacks": s["attacks"],
             "robust_acc_worst": s["robust_acc_worst"], "seeds": out.seeds}

@@ -142,35 +142,75 @@ class Outcome:
 
 def run_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict[str, Attack], *,
                 draws: int, batch_size: int, seed: int, log: Callable[[str], None] = print,
-                progress: bool = False, desc: str = "attacks") -> Outcome:
-    """Clean accuracy and every attack's per-example correctness over ``draws`` draws."""
+                progress: bool = False, desc: str = "attacks", journal=None,
+                phase: str = "main") -> Outcome:
+    """Clean accuracy and every attack's per-example correctness over ``draws`` draws.
+
+    With a ``journal`` (``journal.Journal``) the progress is kept after every batch under
+    ``phase`` and a journaled run continues where it stopped, with the same result."""
     clean = draw_correct(model, x, y, draws, batch_size)
     out = Outcome({"natural": clean}, {}, {}, {})
     alive = clean.any(0).nonzero().squeeze(1).to(x.device)
     weights = {k: sum(a.cost()) + draws for k, a in attacks.items()}   # units of the bar
     bar = work_bar(sum(weights.values()) * alive.numel(), desc, enabled=progress)
     for i, (name, attack) in enumerate(attacks.items()):
-        torch.manual_seed(seed + i)
-        started = time.perf_counter()
-        correct = torch.zeros(draws, x.shape[0], dtype=torch.bool)
-        if alive.numel():
-            bar.set_description(f"{desc} {name}")
-            x_alive, y_alive = x[alive], y[alive]
-            if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-                x_alive = x_alive.contiguous(memory_format=torch.channels_last)  # as the model
-            parts = []
-            for j in range(0, x_alive.shape[0], batch_size):
-                parts.append(attack(model, x_alive[j:j + batch_size], y_alive[j:j + batch_size]))
-                bar.update(weights[name] * parts[-1].shape[0])
-            x_adv = torch.cat(parts)
-            correct[:, alive.cpu()] = draw_correct(model, x_adv, y_alive, draws, batch_size)
+        key = f"{phase}/{name}"
+        kept = journal.finished(key) if journal is not None else None
+        if kept is not None:                       # finished before the interruption
+            attack.load_state(kept["state"])
+            journal.restore(kept, x.device)        # the generators as after its pass
+            correct, seconds, note = kept["correct"].to(clean.device), kept["seconds"], ", kept"
+            bar.update(weights[name] * alive.numel())
+        else:
+            correct, seconds = _attack_pass(model, x, y, attack, alive, draws, batch_size, seed + i,
+                                            key, journal, lambda b: bar.update(weights[name] * b),
+                                            bar, desc, name)
+            note = ""
         out.correct[name], out.seeds[name] = correct, seed + i
-        out.seconds[name] = round(time.perf_counter() - started, 2)
+        out.seconds[name] = round(seconds, 2)
         out.settings[name], out.objects[name] = repr(attack), attack
-        bar.write(f"  {name:<12} {100 * summarize(correct)[0]:6.2f} %   ({out.seconds[name]:.1f} s)",
+        bar.write(f"  {name:<12} {100 * summarize(correct)[0]:6.2f} %   ({out.seconds[name]:.1f} s{note})",
                   log)
     bar.close()
     return out
+
+
+def _attack_pass(model, x, y, attack: Attack, alive, draws: int, batch_size: int, seed: int,
+                 key: str, journal, advance, bar, desc: str, name: str) -> tuple[torch.Tensor, float]:
+    """One attack on the examples ``alive``: ``(correct (draws, n), seconds)``. A journal's
+    partial pass of this attack is continued after its last finished batch."""
+    torch.manual_seed(seed)
+    started, before = time.perf_counter(), 0.0
+    correct = torch.zeros(draws, x.shape[0], dtype=torch.bool)
+    n = alive.numel()
+    if n:
+        bar.set_description(f"{desc} {name}")
+        x_alive, y_alive = x[alive], y[alive]
+        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        if channels_last:
+            x_alive = x_alive.contiguous(memory_format=torch.channels_last)  # as the model
+        parts, first = [], 0
+        resumed = journal.progress(key, n) if journal is not None else None
+        if resumed is not None:
+            kept = resumed["x_adv"].to(x.device, x_alive.dtype)
+            parts = [kept.contiguous(memory_format=torch.channels_last) if channels_last else kept]
+            first, before = kept.shape[0], resumed["seconds"]
+            attack.load_state(resumed["state"])
+            journal.restore(resumed, x.device)
+            advance(first)
+        for j in range(first, n, batch_size):
+            parts.append(attack(model, x_alive[j:j + batch_size], y_alive[j:j + batch_size]))
+            advance(parts[-1].shape[0])
+            if journal is not None and j + batch_size < n:
+                journal.save_progress(key, batches=j // batch_size + 1, n_alive=n,
+                                      x_adv=torch.cat(parts), state=attack.state(), device=x.device,
+                                      seconds=before + time.perf_counter() - started)
+        x_adv = torch.cat(parts)
+        correct[:, alive.cpu()] = draw_correct(model, x_adv, y_alive, draws, batch_size)
+    seconds = before + time.perf_counter() - started
+    if journal is not None:
+        journal.finish(key, correct=correct, seconds=seconds, state=attack.state(), device=x.device)
+    return correct, seconds
 
 
 def sharded_run_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor,

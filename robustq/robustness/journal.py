@@ -1,0 +1,177 @@
+"""Resumable evaluation: a killed evaluation continues where it stopped, with the same record.
+
+The strong suite or AutoAttack on a CPU runs for hours, and a job can stop at any time. While
+``robustq eval`` runs, its progress is kept in one file beside the results,
+``<results>.eval-<suite>.partial.safetensors``: after every batch of every attack, the
+adversarial images made so far, the random generators' state and the attack's own counters;
+after every attack, its per-example correctness. Run the same command again and it continues
+after the last finished batch. Every attack starts from its own seed and the generators are
+restored where they stood, so the record is the one an uninterrupted evaluation writes (bit for
+bit on the same machine, torch build and thread count). The file is removed once the record is
+written.
+
+A journal belongs to one evaluation: a SHA-256 fingerprint of the model (weights, buffers,
+structure), the images, the labels and every setting that changes a number (suite, eps, EOT
+samples, draws, batch size, seed, each attack's hyperparameters, device, dtype) is stored in it,
+and a file with another fingerprint is set aside (replaced at the first write). It is read
+with safetensors (tensors and a JSON header, never pickle); a damaged file is set aside with one
+line of warning. Under torchrun the journal is off (each rank would need its own file): an
+interrupted distributed evaluation starts over.
+
+What is not journaled, because it is short next to the attacks: the clean draws (recomputed
+identically), the masking checks and the robustness curve.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+FORMAT = "robustq-eval-journal"
+VERSION = 1
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().to("cpu").contiguous().reshape(-1)
+    return t.view(torch.uint8).numpy().tobytes()
+
+
+def fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict) -> Optional[str]:
+    """SHA-256 over the model, the data and ``settings``; None for a model with no tensors to
+    identify it by (an ONNX file run by onnxruntime: its evaluation is cheap, not journaled)."""
+    state = model.state_dict()
+    if not state:
+        return None
+    h = hashlib.sha256()
+    h.update(repr(model).encode())
+    for k, v in state.items():
+        h.update(f"{k}:{v.dtype}:{tuple(v.shape)}".encode())
+        h.update(_tensor_bytes(v))
+    for t in (x, y):
+        h.update(f"{t.dtype}:{tuple(t.shape)}:{t.device.type}".encode())
+        h.update(_tensor_bytes(t))
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _rng_states(device: torch.device) -> list[torch.Tensor]:
+    states = [torch.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
+def _set_rng_states(states: list[torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states[0])
+    if device.type == "cuda" and len(states) > 1:
+        torch.cuda.set_rng_state(states[1], device)
+
+
+class Journal:
+    """The progress of one evaluation in ``path`` (see the module docstring)."""
+
+    def __init__(self, path: str | Path, key: str, log: Callable[[str], None] = print) -> None:
+        self.path, self.key = Path(path), key
+        self.done: dict[str, dict] = {}      # "phase/attack" -> {"correct", "seconds", "state"}
+        self.partial: Optional[dict] = None  # the attack under way
+        self.resumed = False
+        self._load(log)
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _load(self, log) -> None:
+        if not self.path.is_file():
+            return
+        try:
+            from safetensors import safe_open
+            with safe_open(str(self.path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            if meta.get("format") != FORMAT or meta.get("version") != str(VERSION):
+                raise ValueError("not an evaluation journal of this version")
+            entries = json.loads(meta["entries"])
+        except Exception as e:   # safetensors, json: each malformation has its own type
+            log(f"warning: {self.path} is not a readable partial evaluation ({type(e).__name__}); "
+                f"it is set aside and the evaluation starts from the beginning")
+            return
+        if meta.get("key") != self.key:
+            log(f"{self.path} belongs to another evaluation (other model, data or settings); "
+                f"starting from the beginning (it is replaced)")
+            return
+        for name, e in entries["done"].items():
+            rng = [tensors[k] for k in sorted(tensors) if k.startswith(f"done/{name}/rng/")]
+            self.done[name] = {**e, "correct": tensors[f"done/{name}"], "rng": rng}
+        p = entries.get("partial")
+        if p is not None:
+            rng = [tensors[k] for k in sorted(tensors) if k.startswith("partial/rng/")]
+            self.partial = {**p, "x_adv": tensors["partial/x_adv"], "rng": rng}
+        self.resumed = bool(self.done or self.partial)
+
+    def describe(self) -> str:
+        what = [f"{len(self.done)} attack pass{'es' if len(self.done) != 1 else ''} finished"]
+        if self.partial:
+            what.append(f"{self.partial['name'].split('/', 1)[1]} after {self.partial['batches']} "
+                        f"batch{'es' if self.partial['batches'] != 1 else ''}")
+        return ", ".join(what)
+
+    def finished(self, name: str) -> Optional[dict]:
+        return self.done.get(name)
+
+    def progress(self, name: str, n_alive: int) -> Optional[dict]:
+        p = self.partial
+        if p is None or p["name"] != name or p["n_alive"] != n_alive:
+            return None
+        return p
+
+    def restore(self, entry: dict, device: torch.device) -> None:
+        """The generators as they stood when ``entry`` (finished or partial) was written."""
+        _set_rng_states(entry["rng"], device)
+
+    # --- writing ------------------------------------------------------------------------
+
+    def save_progress(self, name: str, *, batches: int, n_alive: int, x_adv: torch.Tensor,
+                      seconds: float, state: dict, device: torch.device) -> None:
+        self.partial = {"name": name, "batches": batches, "n_alive": n_alive,
+                        "seconds": seconds, "state": state, "x_adv": x_adv.detach().to("cpu"),
+                        "rng": _rng_states(device)}
+        self._write()
+
+    def finish(self, name: str, *, correct: torch.Tensor, seconds: float, state: dict,
+               device: torch.device) -> None:
+        self.done[name] = {"correct": correct.to("cpu"), "seconds": seconds, "state": state,
+                           "rng": _rng_states(device)}
+        self.partial = None
+        self._write()
+
+    def _write(self) -> None:
+        from safetensors.torch import save
+
+        from ..checkpoint import atomic_write
+        tensors = {f"done/{k}": v["correct"].contiguous() for k, v in self.done.items()}
+        for k, v in self.done.items():
+            for i, st in enumerate(v["rng"]):
+                tensors[f"done/{k}/rng/{i}"] = st.contiguous()
+        entries = {"done": {k: {"seconds": v["seconds"], "state": v["state"]}
+                            for k, v in self.done.items()}, "partial": None}
+        if self.partial is not None:
+            p = self.partial
+            tensors["partial/x_adv"] = p["x_adv"].contiguous()
+            for i, s in enumerate(p["rng"]):
+                tensors[f"partial/rng/{i}"] = s.contiguous()
+            entries["partial"] = {k: p[k] for k in ("name", "batches", "n_alive", "seconds", "state")}
+        meta = {"format": FORMAT, "version": str(VERSION), "key": self.key,
+                "entries": json.dumps(entries)}
+        atomic_write(self.path, save(tensors, metadata=meta))
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def journal_path(results: Path, suite: str) -> Path:
+    """Where the evaluation that writes ``results`` keeps its progress."""
+    stem = results.name[:-5] if results.name.endswith(".json") else results.name
+    return results.with_name(f"{stem}.eval-{suite}.partial.safetensors")

@@ -1,0 +1,137 @@
+"""Resumable evaluation: an evaluation killed after any batch continues from its journal and
+writes the record an uninterrupted one writes; a journal of another evaluation, or a damaged
+one, is set aside; the CLI says where the progress is kept and removes it at the end."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors import safe_open
+import torch
+from torch import nn
+
+from robustq.cli import main
+from robustq.models.enresnet import BlockNoise
+from robustq.robustness import SuiteOptions, evaluate_suite
+from robustq.robustness.journal import Journal, journal_path
+from tests.strong_helpers import fashion, trained_mlp
+
+TIMES = ("attack_seconds", "suite_seconds")
+EPS = "0.05"
+SMALL = {"pgd": {"steps": 3, "restarts": 1}, "cw_l2": {"steps": 2, "binary_steps": 1}}
+
+
+@pytest.fixture
+def problem():
+    """A randomized model (robustq's block noise on the input of a trained MLP, so the suites
+    also run their noise-off pass) that the attacks fool on some examples, not on others."""
+    _, _, x, y = fashion()
+    return nn.Sequential(BlockNoise(0.3), trained_mlp()).eval(), x[:40], y[:40]
+
+
+def opts(journal, **kw):
+    return SuiteOptions(eot_samples=2, draws=2, batch_size=16, journal=journal, n_check=16,
+                        attack_args=SMALL, **kw)
+
+
+def strip(r: dict) -> dict:
+    return {k: v for k, v in r.items() if k not in TIMES}
+
+
+class Killed(Exception):
+    pass
+
+
+def run_until(monkeypatch, kill_at: int, fn):
+    """Run ``fn`` and stop it right after the journal's ``kill_at``-th write (a kill -9 just
+    after a write loses nothing more than this)."""
+    calls = {"n": 0}
+    write = Journal._write
+
+    def dying(self):
+        write(self)
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise Killed
+    monkeypatch.setattr(Journal, "_write", dying)
+    try:
+        fn()
+    except Killed:
+        return True
+    finally:
+        monkeypatch.setattr(Journal, "_write", write)
+    return False
+
+
+@pytest.mark.parametrize("kill_at", [1, 3, 5, 9, 14, 19, 23, 30])
+def test_a_killed_strong_evaluation_resumes_to_the_uninterrupted_record(problem, tmp_path, monkeypatch,
+                                                                       kill_at):
+    model, x, y = problem
+    full = evaluate_suite(model, x, y, "strong", EPS, opts(None), log=lambda *_: None)
+    path = tmp_path / "r.eval-strong.partial.safetensors"
+    assert run_until(monkeypatch, kill_at,
+                     lambda: evaluate_suite(model, x, y, "strong", EPS, opts(path), log=lambda *_: None))
+    assert path.is_file()
+    with safe_open(str(path), framework="pt") as f:
+        entries = json.loads(f.metadata()["entries"])
+    lines = []
+    resumed = evaluate_suite(model, x, y, "strong", EPS, opts(path), log=lines.append)
+    assert strip(resumed) == strip(full)
+    assert any(line.startswith("continuing the interrupted evaluation") for line in lines), lines
+    # the attack passes finished before the kill are not run again
+    assert sum(line.endswith(", kept)") for line in lines) == len(entries["done"]), (entries, lines)
+    if kill_at == 1:   # after the first of FGSM's 3 batches
+        assert entries["partial"]["batches"] == 1 and not entries["done"]
+    if kill_at == 3:   # after FGSM's last batch and its scoring
+        assert entries["partial"] is None and list(entries["done"]) == ["main/fgsm"]
+
+
+def test_a_journal_of_another_evaluation_or_a_damaged_one_is_set_aside(problem, tmp_path, monkeypatch):
+    model, x, y = problem
+    path = tmp_path / "r.eval-quick.partial.safetensors"
+    assert run_until(monkeypatch, 2, lambda: evaluate_suite(model, x, y, "quick", EPS, opts(path),
+                                                            log=lambda *_: None))
+    lines = []
+    other = evaluate_suite(model, x, y, "quick", EPS, opts(path, seed=1), log=lines.append)
+    assert any("belongs to another evaluation" in line for line in lines), lines
+    clean = evaluate_suite(model, x, y, "quick", EPS, opts(None, seed=1), log=lambda *_: None)
+    assert strip(other) == strip(clean)
+    path.write_bytes(b"\x00" * 100)
+    lines = []
+    again = evaluate_suite(model, x, y, "quick", EPS, opts(path, seed=1), log=lines.append)
+    assert any(line.startswith("warning:") and "not a readable partial evaluation" in line
+               for line in lines), lines
+    assert strip(again) == strip(clean)
+
+
+def test_the_cli_keeps_the_progress_says_so_continues_and_removes_it(tmp_path, monkeypatch, capsys):
+    from tests.test_cli import TINY, sets
+    run = tmp_path / "tiny"
+    assert main(["train", "quickstart", "--out", str(run), "--quiet", "--no-eval", *sets(TINY)]) == 0
+    args = ["eval", str(run), "--quiet", "--suite", "quick", "--set", "eval.n_eval=32",
+            "--set", "eval.batch_size=8", "--eot", "2", "--draws", "2"]
+    assert main(args) == 0
+    full = json.loads((run / "results.json").read_text())
+    partial = journal_path(run / "results.json", "quick")
+    assert partial.name == "results.eval-quick.partial.safetensors" and not partial.exists()
+    capsys.readouterr()
+
+    calls = {"n": 0}
+    write = Journal._write
+
+    def interrupted(self):
+        write(self)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(Journal, "_write", interrupted)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert f"its progress is kept in {partial}" in err and "robustq eval" in err
+    monkeypatch.setattr(Journal, "_write", write)
+    assert partial.is_file()
+    assert main(args) == 0
+    assert not partial.exists()
+    again = json.loads((run / "results.json").read_text())
+    assert {k: v for k, v in again.items() if k not in (*TIMES, "eval_seconds", "date", "time")} == \
+        {k: v for k, v in full.items() if k not in (*TIMES, "eval_seconds", "date", "time")}
