@@ -21,6 +21,12 @@ EPS = "0.05"
 SMALL = {"pgd": {"steps": 3, "restarts": 1}, "cw_l2": {"steps": 2, "binary_steps": 1}}
 
 
+@pytest.fixture(autouse=True)
+def every_batch(monkeypatch):
+    """Progress written after every batch (robustq waits 30 s between writes inside an attack)."""
+    monkeypatch.setattr(Journal, "every_s", 0.0)
+
+
 @pytest.fixture
 def problem():
     """A randomized model (robustq's block noise on the input of a trained MLP, so the suites
@@ -84,6 +90,17 @@ def test_a_killed_strong_evaluation_resumes_to_the_uninterrupted_record(problem,
         assert entries["partial"]["batches"] == 1 and not entries["done"]
     if kill_at == 3:   # after FGSM's last batch and its scoring
         assert entries["partial"] is None and list(entries["done"]) == ["main/fgsm"]
+
+
+def test_progress_inside_an_attack_waits_between_writes(problem, tmp_path, monkeypatch):
+    monkeypatch.setattr(Journal, "every_s", 3600.0)
+    model, x, y = problem
+    writes = []
+    write = Journal._write
+    monkeypatch.setattr(Journal, "_write", lambda self: (writes.append(self.partial), write(self)))
+    evaluate_suite(model, x, y, "quick", EPS, opts(tmp_path / "j.safetensors"), log=lambda *_: None)
+    assert writes and all(p is None for p in writes)   # finished attacks only: 2 + 2 noise-off
+    assert len(writes) == 4
 
 
 def test_a_journal_of_another_evaluation_or_a_damaged_one_is_set_aside(problem, tmp_path, monkeypatch):
