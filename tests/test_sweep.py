@@ -85,6 +85,17 @@ def test_shards_partition_the_points_exactly(tmp_path, n):
     assert parse_shard(f"{n}/{n}") == (n, n)
 
 
+def test_points_run_in_the_files_order_and_shards_do_not_depend_on_it(tmp_path):
+    a = write_sweep(tmp_path / "a.yaml", grid={"loss.beta": [8, 1]})
+    b = write_sweep(tmp_path / "b.yaml", grid={"loss.beta": [4, 1]})
+    assert [p.name for p in load_sweeps([a, b])] == ["beta-8", "beta-1", "beta-4"]
+    assert [p.name for p in load_sweeps([b, a])] == ["beta-4", "beta-1", "beta-8"]
+    assert [p.name for p in shard(load_sweeps([a, b]), 1, 1)] == ["beta-8", "beta-1", "beta-4"]
+    for k in (1, 2):
+        assert {p.name for p in shard(load_sweeps([a, b]), k, 2)} == \
+            {p.name for p in shard(load_sweeps([b, a]), k, 2)}
+
+
 def test_the_same_point_in_two_files_is_one_point(tmp_path):
     a = write_sweep(tmp_path / "a.yaml", grid={"loss.beta": [1, 4]})
     b = write_sweep(tmp_path / "b.yaml", grid={"loss.beta": [4, 8]})

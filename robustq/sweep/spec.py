@@ -224,8 +224,10 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> list[Point]:
 
 
 def load_sweeps(paths: list[str | Path], overrides: list[str] = ()) -> list[Point]:
-    """The points of several sweep files, sorted by name; a point that two files define
-    identically is kept once, two different points with one name are refused."""
+    """The points of several sweep files in the order the files give them (file by file, each
+    in its own order), so a protocol's tables finish one after another; a point that two files
+    define identically is kept once, at its first place; two different points with one name
+    are refused."""
     by_name: dict[str, Point] = {}
     for path in paths:
         for p in load_sweep(path, overrides):
@@ -243,7 +245,7 @@ def load_sweeps(paths: list[str | Path], overrides: list[str] = ()) -> list[Poin
     if len(protocols) > 1:
         raise ConfigError(f"the sweep files mix protocols ({', '.join(sorted(protocols))}); run "
                           f"each protocol into its own --out folder")
-    return [by_name[k] for k in sorted(by_name)]
+    return list(by_name.values())
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -258,7 +260,8 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def shard(points: list[Point], k: int, n: int) -> list[Point]:
-    """Shard K of N: every N-th point of the name-sorted list, starting at the K-th. The N
-    shards are disjoint and together hold every point (on every machine: names are sorted)."""
-    ordered = sorted(points, key=lambda p: p.name)
-    return ordered[k - 1::n]
+    """Shard K of N: every N-th point of the name-sorted list, starting at the K-th, run in
+    the order of ``points``. The N shards are disjoint and together hold every point (on every
+    machine, whatever order the files were given in: names are sorted)."""
+    mine = {p.name for p in sorted(points, key=lambda p: p.name)[k - 1::n]}
+    return [p for p in points if p.name in mine]
