@@ -61,7 +61,7 @@ def evaluate(model: nn.Module, meta: dict, cfg: RunConfig, test: ImageData, devi
     ``surrogate`` feeds the transfer attacks; ``curve_eps`` adds a robustness curve. Under
     torchrun (``dist``) every suite's attack pass splits the test images across the ranks and
     gathers the per-example results into the one record (``suites.sharded_run_attacks``); the
-    masking checks and the curve run whole on every rank. ``journal`` (a path) keeps the
+    masking checks and the curve run whole on every rank. ``journal`` (a ``journal.Place``) keeps the
     progress there and continues an interrupted evaluation (``robustness/journal.py``)."""
     e = cfg.eval
     n = min(len(test), e.n_eval or len(test))

@@ -24,7 +24,7 @@ class State:
     trained: bool = False           # train/run: training finished, evaluation under way
     no_eval: bool = False
     epochs: Optional[int] = None
-    partial: Optional[Path] = None  # eval: where the evaluation keeps its progress
+    partial: Optional[object] = None  # eval: where it keeps its progress (journal.Place)
 
     @property
     def again(self) -> str:
@@ -60,7 +60,7 @@ def _train_note(p: State) -> str:
     if p.trained:
         if _kept(p):
             return (f"training finished and is kept in {run} (model.pt); the evaluation's "
-                    f"progress is kept in {p.partial}: continue it where it stopped with robustq "
+                    f"progress is kept in {p.partial.file}: continue it where it stopped with robustq "
                     f"eval {shlex.quote(str(run))}")
         return (f"training finished and is kept in {run} (model.pt); the evaluation did not "
                 f"finish and wrote nothing: evaluate with robustq eval {shlex.quote(str(run))}")
@@ -89,7 +89,8 @@ _NOTES = {
 
 
 def _kept(p: State) -> bool:
-    return p.partial is not None and p.partial.is_file()
+    f = getattr(p.partial, "file", None)
+    return f is not None and f.is_file()
 
 
 def note(p: State) -> str:
@@ -97,7 +98,7 @@ def note(p: State) -> str:
     if p.verb in ("train", "run"):
         return _train_note(p)
     if p.verb == "eval" and _kept(p):
-        return (f"the evaluation did not finish; its progress is kept in {p.partial} (earlier "
+        return (f"the evaluation did not finish; its progress is kept in {p.partial.file} (earlier "
                 f"results are untouched): run the same command to continue where it stopped: "
                 f"{p.again}")
     if p.verb == "data" and "fetch" not in p.argv:

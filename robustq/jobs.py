@@ -224,8 +224,8 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
     if not getattr(model, "differentiable", True):
         log("an ONNX model runs through onnxruntime, which gives no gradients: clean accuracy "
             "and black-box attacks only")
-    from .robustness.journal import journal_path
-    journal = journal_path(out, cfg.eval.suite)     # progress kept here until the record is written
+    from .robustness.journal import Place
+    journal = Place(out, cfg.eval.suite)     # progress kept beside the results until they are written
     if state is not None:
         state.partial = journal
     r = evaluate(model, meta, cfg, test, dev, log, surrogate=surrogate_model, curve_eps=curve,
@@ -236,7 +236,7 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
         r["training"] = training_summary(Path(target))  # states catastrophic overfitting
     if dist.main:
         _write(r, out, log)
-        journal.unlink(missing_ok=True)
+        journal.remove()
     return r
 
 

@@ -4,6 +4,7 @@ one, is set aside; the CLI says where the progress is kept and removes it at the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from safetensors import safe_open
@@ -13,7 +14,7 @@ from torch import nn
 from robustq.cli import main
 from robustq.models.enresnet import BlockNoise
 from robustq.robustness import SuiteOptions, evaluate_suite
-from robustq.robustness.journal import Journal, journal_path
+from robustq.robustness.journal import Journal, Place
 from tests.strong_helpers import fashion, trained_mlp
 
 TIMES = ("attack_seconds", "suite_seconds")
@@ -37,7 +38,15 @@ def problem():
 
 def opts(journal, **kw):
     return SuiteOptions(eot_samples=2, draws=2, batch_size=16, journal=journal, n_check=16,
-                        attack_args=SMALL, **kw)
+                        attack_args=kw.pop("attack_args", SMALL), **kw)
+
+
+def place(tmp_path, suite="strong") -> Place:
+    return Place(tmp_path / "r.json", suite)
+
+
+def journals(tmp_path) -> list[Path]:
+    return sorted(tmp_path.glob("r.eval-*.partial.safetensors"))
 
 
 def strip(r: dict) -> dict:
@@ -74,15 +83,16 @@ def test_a_killed_strong_evaluation_resumes_to_the_uninterrupted_record(problem,
                                                                        kill_at):
     model, x, y = problem
     full = evaluate_suite(model, x, y, "strong", EPS, opts(None), log=lambda *_: None)
-    path = tmp_path / "r.eval-strong.partial.safetensors"
-    assert run_until(monkeypatch, kill_at,
-                     lambda: evaluate_suite(model, x, y, "strong", EPS, opts(path), log=lambda *_: None))
-    assert path.is_file()
+    assert run_until(monkeypatch, kill_at, lambda: evaluate_suite(
+        model, x, y, "strong", EPS, opts(place(tmp_path)), log=lambda *_: None))
+    [path] = journals(tmp_path)
+    assert path.name.startswith("r.eval-strong.") and len(path.name.split(".")[2]) == 12
     with safe_open(str(path), framework="pt") as f:
         entries = json.loads(f.metadata()["entries"])
     lines = []
-    resumed = evaluate_suite(model, x, y, "strong", EPS, opts(path), log=lines.append)
-    assert strip(resumed) == strip(full)
+    again = place(tmp_path)
+    resumed = evaluate_suite(model, x, y, "strong", EPS, opts(again), log=lines.append)
+    assert again.file == path and strip(resumed) == strip(full)
     assert any(line.startswith("continuing the interrupted evaluation") for line in lines), lines
     # the attack passes finished before the kill are not run again
     assert sum(line.endswith(", kept)") for line in lines) == len(entries["done"]), (entries, lines)
@@ -98,27 +108,74 @@ def test_progress_inside_an_attack_waits_between_writes(problem, tmp_path, monke
     writes = []
     write = Journal._write
     monkeypatch.setattr(Journal, "_write", lambda self: (writes.append(self.partial), write(self)))
-    evaluate_suite(model, x, y, "quick", EPS, opts(tmp_path / "j.safetensors"), log=lambda *_: None)
+    evaluate_suite(model, x, y, "quick", EPS, opts(place(tmp_path)), log=lambda *_: None)
     assert writes and all(p is None for p in writes)   # finished attacks only: 2 + 2 noise-off
     assert len(writes) == 4
 
 
-def test_a_journal_of_another_evaluation_or_a_damaged_one_is_set_aside(problem, tmp_path, monkeypatch):
+@pytest.mark.parametrize("change", ["seed", "order", "surrogate", "channels_last"])
+def test_another_evaluation_never_uses_a_kept_journal(problem, tmp_path, monkeypatch, change):
+    """Each change alters the numbers, so it must be another journal (found by the review of
+    this feature: the attack order sets the seeds; a surrogate of the same shape; the memory
+    format orders the noise draws)."""
     model, x, y = problem
-    path = tmp_path / "r.eval-quick.partial.safetensors"
-    assert run_until(monkeypatch, 2, lambda: evaluate_suite(model, x, y, "quick", EPS, opts(path),
-                                                            log=lambda *_: None))
+    suite, base = ("blackbox", {}) if change == "surrogate" else ("paper", {"attacks": ["fgsm", "ifgsm"]})
+    if change == "surrogate":
+        base["surrogate"] = trained_mlp()
+    if change == "channels_last":   # 3 channels: with one, both memory formats are the same
+        torch.manual_seed(0)
+        model = nn.Sequential(BlockNoise(0.3), nn.Flatten(), nn.Linear(192, 10)).eval()
+        x = torch.rand(40, 3, 8, 8)
+        with torch.no_grad():
+            y = model[2](model[1](x)).argmax(1)
+    assert run_until(monkeypatch, 2, lambda: evaluate_suite(
+        model, x, y, suite, EPS, opts(place(tmp_path, suite), allow_single_sample=True, **base),
+        log=lambda *_: None))
+    other = dict(base)
+    if change == "seed":
+        other["seed"] = 1
+    elif change == "order":
+        other["attacks"] = ["ifgsm", "fgsm"]
+    elif change == "surrogate":
+        other["surrogate"] = trained_mlp(masked=True)
+    else:
+        x = x.contiguous(memory_format=torch.channels_last)
     lines = []
-    other = evaluate_suite(model, x, y, "quick", EPS, opts(path, seed=1), log=lines.append)
-    assert any("belongs to another evaluation" in line for line in lines), lines
-    clean = evaluate_suite(model, x, y, "quick", EPS, opts(None, seed=1), log=lambda *_: None)
-    assert strip(other) == strip(clean)
+    got = evaluate_suite(model, x, y, suite, EPS, opts(place(tmp_path, suite), allow_single_sample=True,
+                                                       **other), log=lines.append)
+    assert not any("continuing" in line or "kept)" in line for line in lines), lines
+    fresh = evaluate_suite(model, x, y, suite, EPS, opts(None, allow_single_sample=True, **other),
+                           log=lambda *_: None)
+    assert strip(got) == strip(fresh)
+    assert len(journals(tmp_path)) == 2   # the first evaluation's journal is left alone
+
+
+def test_a_damaged_journal_is_set_aside_and_one_with_other_clean_predictions_is_dropped(
+        problem, tmp_path, monkeypatch):
+    model, x, y = problem
+    assert run_until(monkeypatch, 4, lambda: evaluate_suite(model, x, y, "quick", EPS,
+                                                            opts(place(tmp_path, "quick")),
+                                                            log=lambda *_: None))
+    [path] = journals(tmp_path)
+    clean = evaluate_suite(model, x, y, "quick", EPS, opts(None), log=lambda *_: None)
+    j = Journal(path, "key", log=lambda *_: None)   # another key: nothing read
+    assert not j.resumed
+    lines = []
+    j = Journal(path, _key(path), log=lines.append)
+    assert j.resumed and j.done
+    j.start_phase("main", torch.zeros(2, 40, dtype=torch.bool), lines.append)
+    assert not j.done and "clean predictions differ" in lines[-1]
     path.write_bytes(b"\x00" * 100)
     lines = []
-    again = evaluate_suite(model, x, y, "quick", EPS, opts(path, seed=1), log=lines.append)
+    again = evaluate_suite(model, x, y, "quick", EPS, opts(place(tmp_path, "quick")), log=lines.append)
     assert any(line.startswith("warning:") and "not a readable partial evaluation" in line
                for line in lines), lines
     assert strip(again) == strip(clean)
+
+
+def _key(path: Path) -> str:
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()["key"]
 
 
 def test_the_cli_keeps_the_progress_says_so_continues_and_removes_it(tmp_path, monkeypatch, capsys):
@@ -129,8 +186,7 @@ def test_the_cli_keeps_the_progress_says_so_continues_and_removes_it(tmp_path, m
             "--set", "eval.batch_size=8", "--eot", "2", "--draws", "2"]
     assert main(args) == 0
     full = json.loads((run / "results.json").read_text())
-    partial = journal_path(run / "results.json", "quick")
-    assert partial.name == "results.eval-quick.partial.safetensors" and not partial.exists()
+    assert not list(run.glob("*.partial.safetensors"))
     capsys.readouterr()
 
     calls = {"n": 0}
@@ -144,9 +200,9 @@ def test_the_cli_keeps_the_progress_says_so_continues_and_removes_it(tmp_path, m
     monkeypatch.setattr(Journal, "_write", interrupted)
     assert main(args) == 130
     err = capsys.readouterr().err
+    [partial] = run.glob("results.eval-quick.*.partial.safetensors")
     assert f"its progress is kept in {partial}" in err and "robustq eval" in err
     monkeypatch.setattr(Journal, "_write", write)
-    assert partial.is_file()
     assert main(args) == 0
     assert not partial.exists()
     again = json.loads((run / "results.json").read_text())

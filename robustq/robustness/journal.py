@@ -2,22 +2,26 @@
 
 The strong suite or AutoAttack on a CPU runs for hours, and a job can stop at any time. While
 ``robustq eval`` runs, its progress is kept in one file beside the results,
-``<results>.eval-<suite>.partial.safetensors``: after a batch of an attack (at most every 30
-seconds), the
-adversarial images made so far, the random generators' state and the attack's own counters;
-after every attack, its per-example correctness. Run the same command again and it continues
-after the last finished batch. Every attack starts from its own seed and the generators are
-restored where they stood, so the record is the one an uninterrupted evaluation writes (bit for
-bit on the same machine, torch build and thread count). The file is removed once the record is
-written.
+``<results>.eval-<suite>.<fingerprint>.partial.safetensors``: inside an attack, after a batch
+at most every 30 seconds, the adversarial images made so far, the random generators' state and
+the attack's own counters; after every attack, its per-example correctness and the
+generators' state. Run the same command again and it continues after the last batch it kept.
+Every attack starts from its own seed and the generators are restored where they stood, so the
+record is the one an uninterrupted evaluation writes (bit for bit on the same machine, torch
+build and thread count; on GPUs only as far as their kernels are deterministic).
+``robustq eval`` removes the file once the record is written.
 
-A journal belongs to one evaluation: a SHA-256 fingerprint of the model (weights, buffers,
-structure), the images, the labels and every setting that changes a number (suite, eps, EOT
-samples, draws, batch size, seed, each attack's hyperparameters, device, dtype) is stored in it,
-and a file with another fingerprint is set aside (replaced at the first write). It is read
-with safetensors (tensors and a JSON header, never pickle); a damaged file is set aside with one
-line of warning. Under torchrun the journal is off (each rank would need its own file): an
-interrupted distributed evaluation starts over.
+A journal belongs to one evaluation: its name carries the first 12 hex digits of a SHA-256
+fingerprint of the model (weights, buffers, structure), the surrogate model if any, the images
+(values and memory format), the labels and the settings that change a number (suite, eps,
+EOT samples, draws, batch size, seed, the attacks in order with their hyperparameters, device,
+autocast dtype, the versions of torch, robustq and pyautoattack), and the whole fingerprint is
+stored inside. So an evaluation with other settings never touches another's journal (each can
+be continued). As a second guard each phase stores a hash of its clean predictions and drops
+entries made after different ones. It is read with safetensors (tensors and a JSON header,
+never pickle); a damaged file is set aside with one line of warning. Not journaled: a torchrun
+job (each rank would need its own file: an interrupted distributed evaluation starts over) and
+a model with no tensors to fingerprint (an ONNX file, whose black-box evaluation is cheap).
 
 What is not journaled, because it is short next to the attacks: the clean draws (recomputed
 identically), the masking checks and the robustness curve.
@@ -42,19 +46,27 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return t.view(torch.uint8).numpy().tobytes()
 
 
-def fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict) -> Optional[str]:
-    """SHA-256 over the model, the data and ``settings``; None for a model with no tensors to
-    identify it by (an ONNX file run by onnxruntime: its evaluation is cheap, not journaled)."""
-    state = model.state_dict()
-    if not state:
-        return None
-    h = hashlib.sha256()
+def _module(h, model: nn.Module) -> None:
     h.update(repr(model).encode())
-    for k, v in state.items():
+    for k, v in model.state_dict().items():
         h.update(f"{k}:{v.dtype}:{tuple(v.shape)}".encode())
         h.update(_tensor_bytes(v))
+
+
+def fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict,
+                surrogate: Optional[nn.Module] = None) -> Optional[str]:
+    """SHA-256 over the model (and surrogate), the data and ``settings``; None for a model
+    with no tensors to identify it by (an ONNX file run by onnxruntime: not journaled)."""
+    if not model.state_dict():
+        return None
+    h = hashlib.sha256()
+    _module(h, model)
+    if surrogate is not None:
+        h.update(b"surrogate")
+        _module(h, surrogate)
     for t in (x, y):
-        h.update(f"{t.dtype}:{tuple(t.shape)}:{t.device.type}".encode())
+        channels_last = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+        h.update(f"{t.dtype}:{tuple(t.shape)}:{t.device.type}:{channels_last}".encode())
         h.update(_tensor_bytes(t))
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()
@@ -86,6 +98,7 @@ class Journal:
         self._last = time.monotonic()
         self.done: dict[str, dict] = {}      # "phase/attack" -> {"correct", "seconds", "state"}
         self.partial: Optional[dict] = None  # the attack under way
+        self.phases: dict[str, str] = {}     # phase -> hash of its clean predictions
         self.resumed = False
         self._load(log)
 
@@ -110,6 +123,7 @@ class Journal:
             log(f"{self.path} belongs to another evaluation (other model, data or settings); "
                 f"starting from the beginning (it is replaced)")
             return
+        self.phases = dict(entries.get("phases", {}))
         for name, e in entries["done"].items():
             rng = [tensors[k] for k in sorted(tensors) if k.startswith(f"done/{name}/rng/")]
             self.done[name] = {**e, "correct": tensors[f"done/{name}"], "rng": rng}
@@ -125,6 +139,23 @@ class Journal:
             what.append(f"{self.partial['name'].split('/', 1)[1]} after {self.partial['batches']} "
                         f"batch{'es' if self.partial['batches'] != 1 else ''}")
         return ", ".join(what)
+
+    def start_phase(self, phase: str, clean: torch.Tensor, log: Callable[[str], None]) -> None:
+        """Check (or record) ``phase``'s clean predictions: kept entries made after other ones
+        are dropped (they cannot belong to this evaluation)."""
+        digest = hashlib.sha256(_tensor_bytes(clean)).hexdigest()
+        old = self.phases.get(phase)
+        if old is not None and old != digest:
+            log(f"warning: {self.path}: the clean predictions differ from the kept ones, so its "
+                f"{phase} attacks are run again")
+            self.done = {k: v for k, v in self.done.items() if not k.startswith(f"{phase}/")}
+            if self.partial is not None and self.partial["name"].startswith(f"{phase}/"):
+                self.partial = None
+        self.phases[phase] = digest
+
+    def due(self) -> bool:
+        """Whether progress inside an attack should be written now (``every_s``)."""
+        return time.monotonic() - self._last >= self.every_s
 
     def finished(self, name: str) -> Optional[dict]:
         return self.done.get(name)
@@ -143,8 +174,6 @@ class Journal:
 
     def save_progress(self, name: str, *, batches: int, n_alive: int, x_adv: torch.Tensor,
                       seconds: float, state: dict, device: torch.device) -> None:
-        if time.monotonic() - self._last < self.every_s:
-            return
         self.partial = {"name": name, "batches": batches, "n_alive": n_alive,
                         "seconds": seconds, "state": state, "x_adv": x_adv.detach().to("cpu"),
                         "rng": _rng_states(device)}
@@ -166,7 +195,8 @@ class Journal:
             for i, st in enumerate(v["rng"]):
                 tensors[f"done/{k}/rng/{i}"] = st.contiguous()
         entries = {"done": {k: {"seconds": v["seconds"], "state": v["state"]}
-                            for k, v in self.done.items()}, "partial": None}
+                            for k, v in self.done.items()}, "partial": None,
+                   "phases": self.phases}
         if self.partial is not None:
             p = self.partial
             tensors["partial/x_adv"] = p["x_adv"].contiguous()
@@ -178,11 +208,19 @@ class Journal:
         atomic_write(self.path, save(tensors, metadata=meta))
         self._last = time.monotonic()
 
+class Place:
+    """Where an evaluation that writes ``results`` keeps its progress: the file is named once
+    the fingerprint is known (``file``; None while unknown or when nothing is journaled)."""
+
+    def __init__(self, results: Path, suite: str) -> None:
+        stem = results.name[:-5] if results.name.endswith(".json") else results.name
+        self.stem = results.with_name(f"{stem}.eval-{suite}")
+        self.file: Optional[Path] = None
+
+    def name(self, key: str) -> Path:
+        self.file = self.stem.with_name(f"{self.stem.name}.{key[:12]}.partial.safetensors")
+        return self.file
+
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def journal_path(results: Path, suite: str) -> Path:
-    """Where the evaluation that writes ``results`` keeps its progress."""
-    stem = results.name[:-5] if results.name.endswith(".json") else results.name
-    return results.with_name(f"{stem}.eval-{suite}.partial.safetensors")
+        if self.file is not None:
+            self.file.unlink(missing_ok=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -52,7 +51,7 @@ class SuiteOptions:
     attack_args: Optional[dict] = None    # eval.attack_args: {attack: {setting: value}}
     progress: bool = False                # progress bars (on a terminal)
     dist: Optional[object] = None         # a torchrun job (distributed.Dist): examples split
-    journal: Optional[Path] = None        # keep progress here; continue from it (journal.py)
+    journal: Optional[object] = None      # a journal.Place: keep progress, continue from it
 
 
 def get_suite(name: str) -> Suite:
@@ -154,18 +153,28 @@ def _journal(model, x, y, suite, eps: Eps, attacks, randomized, eot, draws, twin
     """The journal of this evaluation (None: not asked for, or a torchrun job)."""
     if opts.journal is None or (opts.dist is not None and getattr(opts.dist, "active", False)):
         return None
+    from .. import __version__
     settings = {"suite": suite, "eps": eps.spec, "eot": eot, "draws": draws, "twin": twin,
                 "randomized": randomized, "batch_size": opts.batch_size, "seed": opts.seed,
-                "attacks": {k: repr(a) for k, a in attacks.items()}, "device": x.device.type,
-                "autocast": str(torch.get_autocast_dtype(x.device.type))
-                if torch.is_autocast_enabled(x.device.type) else None, "torch": torch.__version__}
-    key = fingerprint(model, x, y, settings)
+                "attacks": [[k, repr(a)] for k, a in attacks.items()],   # in order: seed + i
+                "device": x.device.type, "autocast": str(torch.get_autocast_dtype(x.device.type))
+                if torch.is_autocast_enabled(x.device.type) else None,
+                "versions": [torch.__version__, __version__, _version("pyautoattack")]}
+    key = fingerprint(model, x, y, settings, surrogate=opts.surrogate)
     if key is None:
         return None
-    journal = Journal(opts.journal, key, log)
+    journal = Journal(opts.journal.name(key), key, log)
     if journal.resumed:
         log(f"continuing the interrupted evaluation kept in {journal.path} ({journal.describe()})")
     return journal
+
+
+def _version(package: str) -> Optional[str]:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def _noise_off(model, x, y, spec: Suite, eps: Eps, opts: SuiteOptions, log, journal=None) -> dict:

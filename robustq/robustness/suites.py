@@ -146,9 +146,12 @@ def run_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dic
                 phase: str = "main") -> Outcome:
     """Clean accuracy and every attack's per-example correctness over ``draws`` draws.
 
-    With a ``journal`` (``journal.Journal``) the progress is kept after every batch under
-    ``phase`` and a journaled run continues where it stopped, with the same result."""
+    With a ``journal`` (``journal.Journal``) the progress is kept under ``phase`` (every
+    finished attack; inside one, batches at most every ``journal.every_s``) and a journaled
+    run continues where it stopped, with the same result."""
     clean = draw_correct(model, x, y, draws, batch_size)
+    if journal is not None:
+        journal.start_phase(phase, clean, log)
     out = Outcome({"natural": clean}, {}, {}, {})
     alive = clean.any(0).nonzero().squeeze(1).to(x.device)
     weights = {k: sum(a.cost()) + draws for k, a in attacks.items()}   # units of the bar
@@ -178,7 +181,7 @@ def run_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dic
 def _attack_pass(model, x, y, attack: Attack, alive, draws: int, batch_size: int, seed: int,
                  key: str, journal, advance, bar, desc: str, name: str) -> tuple[torch.Tensor, float]:
     """One attack on the examples ``alive``: ``(correct (draws, n), seconds)``. A journal's
-    partial pass of this attack is continued after its last finished batch."""
+    partial pass of this attack is continued after the last batch it kept."""
     torch.manual_seed(seed)
     started, before = time.perf_counter(), 0.0
     correct = torch.zeros(draws, x.shape[0], dtype=torch.bool)
@@ -201,7 +204,7 @@ def _attack_pass(model, x, y, attack: Attack, alive, draws: int, batch_size: int
         for j in range(first, n, batch_size):
             parts.append(attack(model, x_alive[j:j + batch_size], y_alive[j:j + batch_size]))
             advance(parts[-1].shape[0])
-            if journal is not None and j + batch_size < n:
+            if journal is not None and j + batch_size < n and journal.due():
                 journal.save_progress(key, batches=j // batch_size + 1, n_alive=n,
                                       x_adv=torch.cat(parts), state=attack.state(), device=x.device,
                                       seconds=before + time.perf_counter() - started)
