@@ -17,7 +17,7 @@ from robustq.robustness import SuiteOptions, evaluate_suite
 from robustq.robustness.journal import Journal, Place
 from tests.strong_helpers import fashion, trained_mlp
 
-TIMES = ("attack_seconds", "suite_seconds")
+TIMES = ("attack_seconds", "suite_seconds", "resumed_seconds")
 EPS = "0.05"
 SMALL = {"pgd": {"steps": 3, "restarts": 1}, "cw_l2": {"steps": 2, "binary_steps": 1}}
 
@@ -93,6 +93,7 @@ def test_a_killed_strong_evaluation_resumes_to_the_uninterrupted_record(problem,
     again = place(tmp_path)
     resumed = evaluate_suite(model, x, y, "strong", EPS, opts(again), log=lines.append)
     assert again.file == path and strip(resumed) == strip(full)
+    assert resumed["resumed_seconds"] >= 0 and resumed["suite_seconds"] >= resumed["resumed_seconds"]
     assert any(line.startswith("continuing the interrupted evaluation") for line in lines), lines
     # the attack passes finished before the kill are not run again
     assert sum(line.endswith(", kept)") for line in lines) == len(entries["done"]), (entries, lines)

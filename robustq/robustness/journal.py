@@ -99,6 +99,7 @@ class Journal:
         self.done: dict[str, dict] = {}      # "phase/attack" -> {"correct", "seconds", "state"}
         self.partial: Optional[dict] = None  # the attack under way
         self.phases: dict[str, str] = {}     # phase -> hash of its clean predictions
+        self.reused_seconds = 0.0            # attack time of earlier runs this one reuses
         self.resumed = False
         self._load(log)
 
@@ -167,8 +168,10 @@ class Journal:
         return p
 
     def restore(self, entry: dict, device: torch.device) -> None:
-        """The generators as they stood when ``entry`` (finished or partial) was written."""
+        """Continue from ``entry`` (finished or partial): the generators as they stood when it
+        was written; its attack time counts towards this evaluation's."""
         _set_rng_states(entry["rng"], device)
+        self.reused_seconds += float(entry["seconds"])
 
     # --- writing ------------------------------------------------------------------------
 

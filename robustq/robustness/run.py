@@ -130,6 +130,9 @@ def evaluate_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: st
             record["natural_acc_noise_off"] = float(clean.double().mean())
         _checks_and_curve(record, model, x, y, eps, out, randomized, eot, draws, checks, opts, log)
     record["suite_seconds"] = round(time.perf_counter() - started, 2)
+    if journal is not None and journal.resumed:   # the compute of the interrupted runs counts too
+        record["suite_seconds"] = round(record["suite_seconds"] + journal.reused_seconds, 2)
+        record["resumed_seconds"] = round(journal.reused_seconds, 2)
     return record
 
 
