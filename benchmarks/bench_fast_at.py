@@ -28,8 +28,9 @@ gradient samples, accuracy over ``--draws`` noise draws), and the strong suite's
 (``robustq eval --suite strong``, on ``--strong-n`` images, default the same 1,000; it is
 the costly part: hours per model on a CPU). Results go to ``<out>/<entry>/bench.json``.
 
-The table: method, budget, images/s, epochs reached, clean, PGD-20, strong worst case, and
-whether the catastrophic-overfitting guard fired.
+The table: method, budget, the training time it took (measured: the epochs' seconds in
+``metrics.csv``, validation excluded), images/s, epochs reached, clean, PGD-20, strong worst
+case, and whether the catastrophic-overfitting guard fired.
 """
 from __future__ import annotations
 
@@ -196,10 +197,11 @@ def pct(v) -> str:
 
 
 def table(recs: list[dict]) -> str:
-    lines = ["method     budget   img/s  epochs   clean  PGD-20  strong worst  CO",
-             "---------  ------  ------  ------  ------  ------  ------------  ---"]
+    lines = ["method     budget  trained   img/s  epochs   clean  PGD-20  strong worst  CO",
+             "---------  ------  -------  ------  ------  ------  ------  ------------  ---"]
     for r in recs:
-        lines.append(f"{r['method']:<9}  {r['budget_min']:4g} m  {r['img_per_s']:6.1f}  "
+        lines.append(f"{r['method']:<9}  {r['budget_min']:4g} m  {r['train_seconds'] / 60:5.1f} m  "
+                     f"{r['img_per_s']:6.1f}  "
                      f"{r['epochs_reached']:6.2f}  {pct(r.get('clean'))}  {pct(r.get('pgd20'))}  "
                      f"{pct(r.get('strong_worst')):>12}  {'yes' if r['catastrophic_overfitting'] else 'no'}")
     return "\n".join(lines)
