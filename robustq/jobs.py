@@ -228,8 +228,10 @@ def evaluate_target(target: Optional[str | Path] = None, *, model_spec: Optional
     journal = Place(out, cfg.eval.suite)     # progress kept beside the results until they are written
     if state is not None:
         state.partial = journal
-    r = evaluate(model, meta, cfg, test, dev, log, surrogate=surrogate_model, curve_eps=curve,
-                 progress=progress and dist.main, dist=dist, journal=journal)
+    from .resume import TermAsInterrupt
+    with TermAsInterrupt():
+        r = evaluate(model, meta, cfg, test, dev, log, surrogate=surrogate_model, curve_eps=curve,
+                     progress=progress and dist.main, dist=dist, journal=journal)
     r.update(efficiency_keys(model, meta))
     if target is not None and Path(target).is_dir() and (Path(target) / "metrics.csv").is_file():
         from .engine import training_summary

@@ -106,6 +106,28 @@ class StopRequests:
                            128 + (self.signum or signal.SIGINT))
 
 
+class TermAsInterrupt:
+    """While active, SIGTERM (a cluster's preemption, ``kill``) raises KeyboardInterrupt like
+    Ctrl-C, so an evaluation stops through the same path: its journal is intact and the CLI
+    says where it is kept. A no-op outside the main thread."""
+
+    def __init__(self) -> None:
+        self._old = None
+
+    @staticmethod
+    def _handle(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "TermAsInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
 class Saver:
     """Writes checkpoints of one run (all ranks call ``save``; only rank 0 writes)."""
 

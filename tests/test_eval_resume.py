@@ -209,3 +209,29 @@ def test_the_cli_keeps_the_progress_says_so_continues_and_removes_it(tmp_path, m
     again = json.loads((run / "results.json").read_text())
     assert {k: v for k, v in again.items() if k not in (*TIMES, "eval_seconds", "date", "time")} == \
         {k: v for k, v in full.items() if k not in (*TIMES, "eval_seconds", "date", "time")}
+
+
+def test_sigterm_stops_an_evaluation_with_its_progress_kept(tmp_path):
+    """A real SIGTERM (what a cluster sends before preemption) to ``robustq eval``: the note
+    names the kept journal, and the same command finishes the evaluation from it."""
+    import signal
+    import subprocess
+    import sys
+    from tests.test_cli import TINY, sets
+    run = tmp_path / "tiny"
+    assert main(["train", "quickstart", "--out", str(run), "--quiet", "--no-eval", *sets(TINY)]) == 0
+    cmd = [sys.executable, "-m", "robustq", "eval", str(run), "--suite", "quick", "--eot", "100",
+           "--draws", "2", "--set", "eval.n_eval=32", "--set", "eval.batch_size=8", "--threads", "1"]
+    env = {**__import__("os").environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in p.stdout:          # FGSM (100 EOT samples, one step) finished: it is kept
+        if line.startswith("  fgsm"):
+            break
+    p.send_signal(signal.SIGTERM)  # during PGD-10 with 100 EOT samples: seconds
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    [partial] = run.glob("results.eval-quick.*.partial.safetensors")
+    assert f"its progress is kept in {partial}" in err
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "fgsm" in done.stdout and "kept)" in done.stdout and not partial.exists()
