@@ -24,7 +24,8 @@ not estimated, and shown.
 
 Every model is then evaluated on the same first ``--n-eval`` test images (default 1,000):
 PGD-20 (step eps/4, CE, one random start) with EOT over the block noise (``--eot``
-gradient samples, accuracy over ``--draws`` noise draws), and the strong suite's worst case
+gradient samples, accuracy over ``--draws`` noise draws; robustq's quick suite with 20 steps,
+so the same engine and worst-case rules as ``robustq eval``), and the strong suite's worst case
 (``robustq eval --suite strong``, on ``--strong-n`` images, default the same 1,000; it is
 the costly part: hours per model on a CPU). Results go to ``<out>/<entry>/bench.json``.
 
@@ -52,7 +53,7 @@ from robustq.config import RunConfig, load_config
 from robustq.data import Batches
 from robustq.engine import TrainStep, batches_per_epoch, setup, train, training_summary
 from robustq.build import load_any_model
-from robustq.robustness.sampling import draw_correct
+from robustq.robustness import SuiteOptions, evaluate_suite
 from robustq.runtime import keep_heap_pages
 
 FAST = ("fgsm_rs", "n_fgsm", "free")
@@ -142,10 +143,13 @@ def train_entry(args, out: Path, e: dict) -> None:
     train(cfg, d, torch.device("cpu"), resume=ck.exists(), progress=args.progress)
 
 
-def pgd20(args, model, x, y) -> float:
-    pgd = make_attack("pgd", eps="8/255", alpha=2 / 255, steps=20, eot_samples=args.eot)
-    x_adv = torch.cat([pgd(model, x[i:i + 250], y[i:i + 250]) for i in range(0, len(x), 250)])
-    return float(draw_correct(model, x_adv, y, args.draws).float().mean())
+def pgd20(args, model, x, y) -> dict:
+    """PGD-20 (step 2/255, one random start, CE) with EOT through robustq's evaluation engine:
+    the quick suite with 20 steps, so an example wrong on its clean image counts as wrong."""
+    opts = SuiteOptions(eot_samples=args.eot, draws=args.draws, noise_off=False,
+                        allow_single_sample=min(args.eot, args.draws) == 1,   # asked for
+                        attack_args={"pgd": {"steps": 20, "alpha": "2/255"}})
+    return evaluate_suite(model, x, y, "quick", "8/255", opts, log=lambda *_: None)
 
 
 def evaluate_entry(args, out: Path, e: dict) -> dict:
@@ -166,10 +170,10 @@ def evaluate_entry(args, out: Path, e: dict) -> dict:
         n = min(args.n_eval, len(test))
         x = test.images[:n].float().div_(255).contiguous(memory_format=torch.channels_last)
         y = test.labels[:n]
-        torch.manual_seed(0)
         started = time.perf_counter()
-        rec["clean"] = float(draw_correct(model.eval(), x, y, args.draws).float().mean())
-        rec["pgd20"], rec["n_eval"] = pgd20(args, model, x, y), n
+        r = pgd20(args, model.eval(), x, y)
+        rec["clean"], rec["pgd20"], rec["n_eval"] = r["natural_acc"], r["attacks"]["pgd_ce"], n
+        rec["fgsm"] = r["attacks"]["fgsm"]
         rec["pgd20_seconds"] = round(time.perf_counter() - started, 1)
         atomic_write(rec_path, (json.dumps(rec, indent=2) + "\n").encode())
     if "strong_worst" not in rec and args.strong_n > 0:
