@@ -14,11 +14,10 @@ alpha 1, beta 8, one-cycle LR peaking at 0.1, eps 8/255) is trained on CIFAR-10
 A budget becomes a number of optimizer steps once, before any training: each method's steps
 per second are measured on real batches (after a warm-up; the median of ``--calib-rounds``
 interleaved rounds, since one slow moment of a shared machine once cut a method's measured
-rate by a third) and the run is given
-``budget * rate`` steps, spread evenly over the fewest epochs that hold them
-(``train.max_batches`` caps each epoch at its share: a shuffled subset of the batches). The
-plan is written to ``plan.json`` and reused, and every training
-is a robustq run directory that resumes exactly, so the benchmark can be killed at any time
+rate by a third) and the run is given ``budget * rate`` steps, spread evenly over the fewest
+epochs that hold them (``train.max_batches`` caps each epoch at its share: a shuffled subset of
+the batches). The plan is written to ``plan.json`` and reused, and every training is a robustq
+run directory that resumes exactly, so the benchmark can be killed at any time
 and started again with the same ``--out``. Training and evaluation wall time are measured,
 not estimated, and shown.
 
@@ -47,7 +46,6 @@ from pathlib import Path
 
 import torch
 
-from robustq.attacks import make_attack
 from robustq.checkpoint import CHECKPOINT_FORMAT, atomic_write, load
 from robustq.config import RunConfig, load_config
 from robustq.data import Batches

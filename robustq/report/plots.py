@@ -25,6 +25,16 @@ def _figure(w: float = 7.0, h: float = 4.0):
     return Figure(figsize=(w, h), layout="constrained")
 
 
+def _save(fig, ax, path: Path, xlabel: str | None, ylabel: str, title: str, legend: int) -> Path:
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend)
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def _stat(runs: list[Run], suite: str, metric: str):
     m, sd, n = mean_std([100 * v for v in by_seed(runs, suite, metric).values()])
     return (m, sd) if n else None
@@ -57,11 +67,7 @@ def accuracy_bars(runs: list[Run], table: str, path: Path) -> Path | None:
             ax.bar(xs, ys, width, yerr=es, capsize=3, label=label)
     ax.set_xticks(range(len(rows)), [r["label"] for r, _ in rows], rotation=20, ha="right",
                   fontsize=8)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"Table {table[1:]}: mean ± std over seeds")
-    ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, ax, path, None, "accuracy (%)", f"Table {table[1:]}: mean ± std over seeds", 7)
 
 
 def sparsity_scatter(runs: list[Run], path: Path) -> Path | None:
@@ -79,12 +85,29 @@ def sparsity_scatter(runs: list[Run], path: Path) -> Path | None:
     t5 = paper_data()["tables"]["T5"]["rows"]
     ax.scatter([r["paper"]["WS"] for r in t5], [r["paper"]["CS"] for r in t5], facecolors="none",
                edgecolors="k", label="paper Table 5", s=24)
-    ax.set_xlabel("weight sparsity (%)")
-    ax.set_ylabel("channel sparsity (%)")
-    ax.set_title("Is the sparsity structured? (one point per run)")
-    ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, ax, path, "weight sparsity (%)", "channel sparsity (%)",
+                 "Is the sparsity structured? (one point per run)", 7)
+
+
+def _families(runs: list[Run], family: str) -> dict:
+    """Runs of one loss family ((7) TRADES, or (8) with alpha 1), by (dataset, model, quant),
+    then by loss (one beta each)."""
+    groups: dict = {}
+    for r in runs:
+        d = r.descriptor
+        if d["loss"].startswith(family + " ") and (family == "trades" or " a=1 " in d["loss"] + " "):
+            groups.setdefault((d["dataset"], d["model"], d["quant"]), {}).setdefault(d["loss"], []).append(r)
+    return groups
+
+
+def _frontier(by_loss: dict, suite: str) -> list[tuple]:
+    """(beta, natural, robust) means, sorted by beta, for the losses measured in ``suite``."""
+    pts = []
+    for loss, mine in by_loss.items():
+        n, rob = _stat(mine, suite, "natural_acc"), _stat(mine, suite, metric_key("robust", suite))
+        if n and rob:
+            pts.append((float(loss.split("b=")[1]), n[0], rob[0]))
+    return sorted(pts)
 
 
 def tradeoff_frontier(runs: list[Run], path: Path) -> Path | None:
@@ -94,19 +117,9 @@ def tradeoff_frontier(runs: list[Run], path: Path) -> Path | None:
     drawn = False
     for suite, style in (("paper", "-o"), ("strong", "--s")):
         for family in ("trades", "tradeoff"):
-            groups: dict = {}
-            for r in runs:
-                d = r.descriptor
-                if d["loss"].startswith(family + " ") and (family == "trades" or " a=1 " in d["loss"] + " "):
-                    groups.setdefault((d["dataset"], d["model"], d["quant"]), {}).setdefault(d["loss"], []).append(r)
-            for key, by_loss in groups.items():
-                pts = []
-                for loss, mine in by_loss.items():
-                    n, rob = _stat(mine, suite, "natural_acc"), _stat(mine, suite, metric_key("robust", suite))
-                    if n and rob:
-                        pts.append((float(loss.split("b=")[1]), n[0], rob[0]))
+            for key, by_loss in _families(runs, family).items():
+                pts = _frontier(by_loss, suite)
                 if pts:
-                    pts.sort()
                     ax.plot([p[2] for p in pts], [p[1] for p in pts], style,
                             label=f"{'(7) TRADES' if family == 'trades' else '(8)'} {key[1]} {key[2]} ({suite})")
                     for b, n, rob in pts:
@@ -118,9 +131,5 @@ def tradeoff_frontier(runs: list[Run], path: Path) -> Path | None:
     for fam, ids in (("paper (7)", ["trades1", "trades4", "trades8"]),
                      ("paper (8)", ["tradeoff11", "tradeoff14", "tradeoff18"])):
         ax.plot([t3[i]["A2"] for i in ids], [t3[i]["N"] for i in ids], ":x", color="k" if "7" in fam else "gray", label=fam)
-    ax.set_xlabel("robust accuracy (%): A2 (paper protocol) or worst case (strong)")
-    ax.set_ylabel("natural accuracy (%)")
-    ax.set_title("Trade-off frontier of (7) and (8)")
-    ax.legend(fontsize=6)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, ax, path, "robust accuracy (%): A2 (paper protocol) or worst case (strong)",
+                 "natural accuracy (%)", "Trade-off frontier of (7) and (8)", 6)

@@ -79,6 +79,15 @@ def _rng_states(device: torch.device) -> list[torch.Tensor]:
     return states
 
 
+def _put(tensors: dict, prefix: str, states: list[torch.Tensor]) -> None:
+    for i, s in enumerate(states):
+        tensors[f"{prefix}{i}"] = s.contiguous()
+
+
+def _get(tensors: dict, prefix: str) -> list[torch.Tensor]:
+    return [tensors[k] for k in sorted(tensors) if k.startswith(prefix)]
+
+
 def _set_rng_states(states: list[torch.Tensor], device: torch.device) -> None:
     torch.set_rng_state(states[0])
     if device.type == "cuda" and len(states) > 1:
@@ -126,12 +135,11 @@ class Journal:
             return
         self.phases = dict(entries.get("phases", {}))
         for name, e in entries["done"].items():
-            rng = [tensors[k] for k in sorted(tensors) if k.startswith(f"done/{name}/rng/")]
-            self.done[name] = {**e, "correct": tensors[f"done/{name}"], "rng": rng}
+            self.done[name] = {**e, "correct": tensors[f"done/{name}"],
+                               "rng": _get(tensors, f"done/{name}/rng/")}
         p = entries.get("partial")
         if p is not None:
-            rng = [tensors[k] for k in sorted(tensors) if k.startswith("partial/rng/")]
-            self.partial = {**p, "x_adv": tensors["partial/x_adv"], "rng": rng}
+            self.partial = {**p, "x_adv": tensors["partial/x_adv"], "rng": _get(tensors, "partial/rng/")}
         self.resumed = bool(self.done or self.partial)
 
     def describe(self) -> str:
@@ -195,16 +203,14 @@ class Journal:
         from ..checkpoint import atomic_write
         tensors = {f"done/{k}": v["correct"].contiguous() for k, v in self.done.items()}
         for k, v in self.done.items():
-            for i, st in enumerate(v["rng"]):
-                tensors[f"done/{k}/rng/{i}"] = st.contiguous()
+            _put(tensors, f"done/{k}/rng/", v["rng"])
         entries = {"done": {k: {"seconds": v["seconds"], "state": v["state"]}
                             for k, v in self.done.items()}, "partial": None,
                    "phases": self.phases}
         if self.partial is not None:
             p = self.partial
             tensors["partial/x_adv"] = p["x_adv"].contiguous()
-            for i, s in enumerate(p["rng"]):
-                tensors[f"partial/rng/{i}"] = s.contiguous()
+            _put(tensors, "partial/rng/", p["rng"])
             entries["partial"] = {k: p[k] for k in ("name", "batches", "n_alive", "seconds", "state")}
         meta = {"format": FORMAT, "version": str(VERSION), "key": self.key,
                 "entries": json.dumps(entries)}

@@ -32,7 +32,7 @@ from .checks import masking_checks, masking_suspected, probe_attacks
 from .curve import curve_attacks, monotone_flag, robustness_curve
 from .journal import Journal, fingerprint
 from .sampling import draw_correct, inputs_only, is_randomized, noise_disabled, sampling_plan
-from .suites import SUITES, Outcome, Suite, build_attacks, run_attacks, sharded_run_attacks
+from .suites import SUITES, Outcome, Suite, build_attacks, sharded_run_attacks
 
 
 @dataclass

@@ -165,9 +165,10 @@ def run_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dic
             correct, seconds, note = kept["correct"].to(clean.device), kept["seconds"], ", kept"
             bar.update(weights[name] * alive.numel())
         else:
+            if alive.numel():
+                bar.set_description(f"{desc} {name}")
             correct, seconds = _attack_pass(model, x, y, attack, alive, draws, batch_size, seed + i,
-                                            key, journal, lambda b: bar.update(weights[name] * b),
-                                            bar, desc, name)
+                                            key, journal, lambda b: bar.update(weights[name] * b))
             note = ""
         out.correct[name], out.seeds[name] = correct, seed + i
         out.seconds[name] = round(seconds, 2)
@@ -179,7 +180,7 @@ def run_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dic
 
 
 def _attack_pass(model, x, y, attack: Attack, alive, draws: int, batch_size: int, seed: int,
-                 key: str, journal, advance, bar, desc: str, name: str) -> tuple[torch.Tensor, float]:
+                 key: str, journal, advance) -> tuple[torch.Tensor, float]:
     """One attack on the examples ``alive``: ``(correct (draws, n), seconds)``. A journal's
     partial pass of this attack is continued after the last batch it kept."""
     torch.manual_seed(seed)
@@ -187,7 +188,6 @@ def _attack_pass(model, x, y, attack: Attack, alive, draws: int, batch_size: int
     correct = torch.zeros(draws, x.shape[0], dtype=torch.bool)
     n = alive.numel()
     if n:
-        bar.set_description(f"{desc} {name}")
         x_alive, y_alive = x[alive], y[alive]
         channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
         if channels_last:
