@@ -229,6 +229,11 @@ def main(argv=None) -> None:
     p.add_argument("--strong-set", action="append", default=[], help="extra --set for the strong eval")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
+    for name in ("calib_steps", "calib_rounds", "eot", "draws", "n_eval"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.budget_min <= 0:
+        p.error(f"--budget-min must be > 0, got {args.budget_min:g}")
     keep_heap_pages()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,14 @@ def test_bench_fast_at_smoke_runs_resumes_and_prints_its_table(tmp_path):
     assert "training " not in second and second.splitlines()[-6:] == first.splitlines()[-6:]
 
 
+@pytest.mark.parametrize("bad", [["--calib-rounds", "0"], ["--budget-min", "0"], ["--eot", "0"]])
+def test_bench_fast_at_refuses_a_bad_setting_in_one_line(tmp_path, bad):
+    r = subprocess.run([sys.executable, str(FAST_AT), "--out", str(tmp_path / "o"), *bad],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(f"got {bad[1]}")
+    assert not (tmp_path / "o").exists()
+
+
 def test_bench_fast_at_spends_each_budget_within_one_step_per_epoch():
     sys.path.insert(0, str(FAST_AT.parent))
     try:
