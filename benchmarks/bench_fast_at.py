@@ -183,6 +183,7 @@ def evaluate_entry(args, out: Path, e: dict) -> dict:
                        check=True)
         strong = json.loads(results.read_text())
         rec["strong_worst"], rec["strong_n"] = strong["robust_acc_worst"], strong["n_eval"]
+        rec["strong_eot"], rec["strong_draws"] = strong["eot_samples"], strong["draws"]
         rec["strong_seconds"] = round(time.perf_counter() - started, 1)
         atomic_write(rec_path, (json.dumps(rec, indent=2) + "\n").encode())
     return rec
@@ -207,6 +208,22 @@ def table(recs: list[dict]) -> str:
                      f"{r['epochs_reached']:6.2f}  {pct(r.get('clean'))}  {pct(r.get('pgd20'))}  "
                      f"{pct(r.get('strong_worst')):>12}  {'yes' if r['catastrophic_overfitting'] else 'no'}")
     return "\n".join(lines)
+
+
+def table_md(recs: list[dict]) -> str:
+    """The same table in Markdown, with the evaluation settings it rests on under it."""
+    rows = ["| method | budget | trained | img/s | epochs | clean | PGD-20 | strong worst case | CO |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    cell = lambda v: f"{100 * v:.1f} %" if isinstance(v, float) else "–"
+    for r in recs:
+        rows.append(f"| {r['method']} | {r['budget_min']:g} min | {r['train_seconds'] / 60:.1f} min | "
+                    f"{r['img_per_s']:.1f} | {r['epochs_reached']:.2f} | {cell(r.get('clean'))} | "
+                    f"{cell(r.get('pgd20'))} | {cell(r.get('strong_worst'))} | "
+                    f"{'yes' if r['catastrophic_overfitting'] else 'no'} |")
+    notes = sorted({f"PGD-20 on {r['n_eval']} test images" for r in recs if "n_eval" in r}
+                   | {f"strong suite on {r['strong_n']} test images, EOT {r['strong_eot']}, "
+                      f"{r['strong_draws']} draws" for r in recs if "strong_eot" in r})
+    return "\n".join(rows) + ("\n\n" + "; ".join(notes) + "." if notes else "")
 
 
 def main(argv=None) -> None:
@@ -267,6 +284,7 @@ def main(argv=None) -> None:
     recs = [evaluate_entry(args, out, e) for e in [*plan["entries"], plan["best"]]]
     print(table(recs))
     atomic_write(out / "table.txt", (table(recs) + "\n").encode())
+    atomic_write(out / "table.md", (table_md(recs) + "\n").encode())
 
 
 def training_summary_val(d: Path) -> float:

@@ -59,6 +59,11 @@ def test_bench_fast_at_smoke_runs_resumes_and_prints_its_table(tmp_path):
         assert any(line.startswith(method) for line in first.splitlines()), first
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True, env=env).stdout
     assert "training " not in second and second.splitlines()[-6:] == first.splitlines()[-6:]
+    md = (tmp_path / "table.md").read_text().splitlines()
+    first_cells = [row.split(" | ")[0] for row in md[2:]]
+    assert first_cells[:4] == ["| pgd", "| fgsm_rs", "| n_fgsm", "| free"]   # then the best at B
+    assert first_cells[4] in {"| fgsm_rs", "| n_fgsm", "| free"} and md[7] == ""
+    assert md[-1] == "PGD-20 on 16 test images."
 
 
 @pytest.mark.parametrize("bad", [["--calib-rounds", "0"], ["--budget-min", "0"], ["--eot", "0"]])
