@@ -85,7 +85,9 @@ def _put(tensors: dict, prefix: str, states: list[torch.Tensor]) -> None:
 
 
 def _get(tensors: dict, prefix: str) -> list[torch.Tensor]:
-    return [tensors[k] for k in sorted(tensors) if k.startswith(prefix)]
+    """The states ``_put`` wrote under ``prefix``, in their order (numeric, not string, order)."""
+    keys = [k for k in tensors if k.startswith(prefix)]
+    return [tensors[k] for k in sorted(keys, key=lambda k: int(k[len(prefix):]))]
 
 
 def _set_rng_states(states: list[torch.Tensor], device: torch.device) -> None:
