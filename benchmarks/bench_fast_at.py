@@ -49,6 +49,7 @@ import torch
 from robustq.checkpoint import CHECKPOINT_FORMAT, atomic_write, load
 from robustq.config import RunConfig, load_config
 from robustq.data import Batches
+from robustq.errors import ConfigError
 from robustq.engine import TrainStep, batches_per_epoch, setup, train, training_summary
 from robustq.build import load_any_model
 from robustq.robustness import SuiteOptions, evaluate_suite
@@ -177,10 +178,13 @@ def evaluate_entry(args, out: Path, e: dict) -> dict:
     if "strong_worst" not in rec and args.strong_n > 0:
         results = d / "strong.results.json"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "robustq.cli", "eval", str(d), "--suite", "strong",
-                        "--results", str(results), "--set", f"eval.n_eval={args.strong_n}",
-                        "--set", "eval.eps=8/255", *sum((["--set", s] for s in args.strong_set), [])],
-                       check=True)
+        done = subprocess.run([sys.executable, "-m", "robustq.cli", "eval", str(d), "--suite", "strong",
+                               "--results", str(results), "--set", f"eval.n_eval={args.strong_n}",
+                               "--set", "eval.eps=8/255",
+                               *sum((["--set", s] for s in args.strong_set), [])])
+        if done.returncode:
+            sys.exit(f"bench_fast_at: the strong-suite evaluation of {d.name} stopped with exit code "
+                     f"{done.returncode} (its message is above); run the same command to continue it")
         strong = json.loads(results.read_text())
         rec["strong_worst"], rec["strong_n"] = strong["robust_acc_worst"], strong["n_eval"]
         rec["strong_eot"], rec["strong_draws"] = strong["eot_samples"], strong["draws"]
@@ -195,6 +199,14 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _row(r: dict) -> tuple:
+    """A record's table cells: method, budget, trained minutes, img/s, epochs, clean, PGD-20,
+    strong worst case (None until measured), catastrophic overfitting."""
+    return (r["method"], r["budget_min"], r["train_seconds"] / 60, r["img_per_s"], r["epochs_reached"],
+            r.get("clean"), r.get("pgd20"), r.get("strong_worst"),
+            "yes" if r["catastrophic_overfitting"] else "no")
+
+
 def pct(v) -> str:
     return f"{100 * v:6.2f}" if isinstance(v, float) else f"{'-':>6}"
 
@@ -203,10 +215,9 @@ def table(recs: list[dict]) -> str:
     lines = ["method     budget  trained   img/s  epochs   clean  PGD-20  strong worst  CO",
              "---------  ------  -------  ------  ------  ------  ------  ------------  ---"]
     for r in recs:
-        lines.append(f"{r['method']:<9}  {r['budget_min']:4g} m  {r['train_seconds'] / 60:5.1f} m  "
-                     f"{r['img_per_s']:6.1f}  "
-                     f"{r['epochs_reached']:6.2f}  {pct(r.get('clean'))}  {pct(r.get('pgd20'))}  "
-                     f"{pct(r.get('strong_worst')):>12}  {'yes' if r['catastrophic_overfitting'] else 'no'}")
+        m, b, t, ips, ep, clean, pgd, strong, co = _row(r)
+        lines.append(f"{m:<9}  {b:4g} m  {t:5.1f} m  {ips:6.1f}  {ep:6.2f}  {pct(clean)}  {pct(pgd)}  "
+                     f"{pct(strong):>12}  {co}")
     return "\n".join(lines)
 
 
@@ -216,10 +227,9 @@ def table_md(recs: list[dict]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     cell = lambda v: f"{100 * v:.1f} %" if isinstance(v, float) else "–"
     for r in recs:
-        rows.append(f"| {r['method']} | {r['budget_min']:g} min | {r['train_seconds'] / 60:.1f} min | "
-                    f"{r['img_per_s']:.1f} | {r['epochs_reached']:.2f} | {cell(r.get('clean'))} | "
-                    f"{cell(r.get('pgd20'))} | {cell(r.get('strong_worst'))} | "
-                    f"{'yes' if r['catastrophic_overfitting'] else 'no'} |")
+        m, b, t, ips, ep, clean, pgd, strong, co = _row(r)
+        rows.append(f"| {m} | {b:g} min | {t:.1f} min | {ips:.1f} | {ep:.2f} | {cell(clean)} | "
+                    f"{cell(pgd)} | {cell(strong)} | {co} |")
     notes = sorted({f"PGD-20 on {r['n_eval']} test images" for r in recs if "n_eval" in r}
                    | {f"strong suite on {r['strong_n']} test images, EOT {r['strong_eot']}, "
                       f"{r['strong_draws']} draws" for r in recs if "strong_eot" in r})
@@ -251,6 +261,10 @@ def main(argv=None) -> None:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.budget_min <= 0:
         p.error(f"--budget-min must be > 0, got {args.budget_min:g}")
+    try:   # a bad --strong-set would otherwise surface hours later, after the trainings
+        load_config(None, base_overrides(args) + args.strong_set)
+    except ConfigError as e:
+        p.error(f"--strong-set: {e}")
     keep_heap_pages()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

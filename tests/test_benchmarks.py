@@ -74,6 +74,13 @@ def test_bench_fast_at_refuses_a_bad_setting_in_one_line(tmp_path, bad):
     assert not (tmp_path / "o").exists()
 
 
+def test_bench_fast_at_refuses_a_bad_strong_set_before_any_training(tmp_path):
+    r = subprocess.run([sys.executable, str(FAST_AT), "--out", str(tmp_path / "o"),
+                        "--strong-set", "eval.draws=0"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--strong-set: eval.draws must be >= 1" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "o").exists()
+
+
 def test_bench_fast_at_spends_each_budget_within_one_step_per_epoch():
     sys.path.insert(0, str(FAST_AT.parent))
     try:
