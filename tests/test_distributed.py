@@ -134,14 +134,21 @@ def test_two_nodes_on_localhost_complete(tmp_path):
     port, out = free_port(), tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     agents = []
-    for node in (0, 1):
+    for node in (0, 1):   # node 0 hosts the rendezvous store: both guessing from the hostname races
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
                "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "rq",
+               "--rdzv_conf", f"is_host={int(node == 0)}",
                ENTRY, "train", CONFIG, "--out", str(out), "--quiet", "--no-eval",
                *sets([*TINY, "train.epochs=1"])]
         agents.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True, env=env, cwd=ROOT))
-    results = [a.communicate(timeout=240) for a in agents]
+    try:
+        results = [a.communicate(timeout=240) for a in agents]
+    except subprocess.TimeoutExpired:
+        for a in agents:
+            a.kill()
+        tails = [a.communicate()[1][-2000:] for a in agents]
+        pytest.fail("the two torchrun agents did not finish in 240 s:\n" + "\n---\n".join(tails))
     assert [a.returncode for a in agents] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
     assert load(out / "checkpoint.pt", CHECKPOINT_FORMAT)["world_size"] == 2
 
