@@ -129,3 +129,31 @@ def test_autoattack_suite_standard_on_a_deterministic_model_and_rand_on_a_noisy_
                        log=lambda *_: None)
     assert r["autoattack_version"] == "rand" and r["eot_samples"] == 20
     assert "eot_iter=20" in r["attack_settings"]["autoattack"]
+
+
+def test_autoattack_rand_runs_on_a_channels_last_model_and_keeps_the_layout():
+    """robustq evaluates in channels_last; AutoAttack's APGD-DLR zero-gradient check calls
+    ``.view`` on a gradient shaped like the input, which a channels_last input breaks."""
+    pytest.importorskip("pyautoattack")
+    torch.manual_seed(0)
+    model = enresnet(8, 1, 0.0, 3, 10).eval().to(memory_format=torch.channels_last)
+    x = torch.rand(6, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y = model(x).argmax(1)                 # all correct, so APGD-DLR gets the survivors
+    attack = make_attack("autoattack", eps=1e-3, eot_samples=2)   # rand version
+    x_adv = attack(model, x, y)
+    assert "apgd-dlr" in attack.extras(6)["autoattack_log"]        # APGD-DLR did run
+    assert x_adv.is_contiguous(memory_format=torch.channels_last)
+    assert (x_adv - x).abs().max() <= 1e-3 + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
+
+
+def test_apgd_dlr_runs_on_a_channels_last_input_and_keeps_the_layout():
+    pytest.importorskip("pyautoattack")
+    torch.manual_seed(0)
+    model = enresnet(8, 1, 0.0, 3, 10).eval().to(memory_format=torch.channels_last)
+    x = torch.rand(6, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    x_adv = make_attack("apgd_dlr", eps=1e-3, steps=5)(model, x, y)
+    assert x_adv.is_contiguous(memory_format=torch.channels_last)
+    assert (x_adv - x).abs().max() <= 1e-3 + 1e-6

@@ -34,6 +34,16 @@ def require_pyautoattack():
     return pyautoattack
 
 
+def in_standard_layout(run, x: torch.Tensor) -> torch.Tensor:
+    """``run(x)`` on ``x`` in the standard (NCHW-contiguous) layout, its images returned in the
+    layout ``x`` came in. pyautoattack makes its gradient buffers like the input and flattens
+    them with ``.view`` (APGD-DLR's zero-gradient check), which a channels_last input breaks."""
+    channels_last = x.dim() == 4 and not x.is_contiguous() and \
+        x.is_contiguous(memory_format=torch.channels_last)
+    x_adv = run(x.contiguous())
+    return x_adv.contiguous(memory_format=torch.channels_last) if channels_last else x_adv
+
+
 class _APGD(Attack):
     requires = "pyautoattack"  # the optional package this attack needs
     loss = "ce"
@@ -58,7 +68,7 @@ class _APGD(Attack):
                             device=x.device, logger=_LOG)
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            return attack.perturb(x, y)
+            return in_standard_layout(lambda x: attack.perturb(x, y), x)
 
 
 @ATTACKS.register("apgd_ce")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..eps import Eps
-from .apgd import require_pyautoattack
+from .apgd import in_standard_layout, require_pyautoattack
 from .base import ATTACKS, Attack
 
 _AFTER = re.compile(r"robust accuracy after (\S+): ([\d.]+)%")
@@ -60,6 +60,9 @@ class AutoAttack(Attack):
         return 1900.0, 5000.0
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return in_standard_layout(lambda x: self._run(model, x, y), x)
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         require_pyautoattack()
         from pyautoattack import AutoAttack as Official
 
