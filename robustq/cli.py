@@ -330,8 +330,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.state = State(args.verb, list(sys.argv[1:] if argv is None else argv))
     from .resume import Interrupted
     args.dist = d = distributed.init()   # torchrun's process group, or the single process
+    finished = False
     try:
         args.func(args)
+        finished = True
     except Interrupted as e:   # Ctrl-C/SIGTERM during training: a checkpoint was written
         if d.main:
             print(f"\nrobustq: {e}", file=sys.stderr)
@@ -348,7 +350,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"\nrobustq: interrupted; {note(args.state)}", file=sys.stderr)
         return 130
     finally:
-        distributed.shutdown()
+        distributed.shutdown(finished)
     return 0
 
 

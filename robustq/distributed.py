@@ -75,8 +75,18 @@ def init() -> Dist:
     return d
 
 
-def shutdown() -> None:
+def shutdown(finished: bool = False) -> None:
+    """Leave the process group. ``finished``: this rank's command returned normally, and so
+    did every other rank's (the engine's collectives keep them in step), so all ranks first
+    meet at a barrier: no rank tears its gloo connections down, or exits, while another still
+    writes its files or finishes a collective. Without it rank 1, which writes nothing,
+    tears down and exits while rank 0 still saves the model; the one CI failure of the
+    two-rank tests was rank 1 aborting in C++ at such a time ("terminate called without an
+    active exception", exit -6) while rank 0 was still alive. On an error path the ranks may
+    not be in step, so there is no barrier."""
     if dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -51,6 +51,16 @@ def torchrun(args, probe=None, nproc=2, extra_env=None, timeout=240, launcher=No
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
 
 
+def failed(p, probe=None) -> str:
+    """What a failed torchrun printed, its first lines too (a rank's own error comes before the
+    launcher's long traceback), and how many optimizer steps each rank had logged."""
+    err = p.stderr if len(p.stderr) <= 6000 else p.stderr[:3000] + "\n[...]\n" + p.stderr[-3000:]
+    if probe is not None:
+        steps = {f.name: len(f.read_text().split()) for f in sorted(Path(probe).glob("steps*.txt"))}
+        err += f"\nsteps logged per rank: {steps}"
+    return err
+
+
 def robustq_err(p) -> list[str]:
     return [l for l in p.stderr.splitlines() if l.startswith("robustq")]
 
@@ -61,7 +71,7 @@ def full(tmp_path_factory):
     base = tmp_path_factory.mktemp("ddp")
     p = torchrun(["train", CONFIG, "--out", str(base / "run"), "--quiet", "--no-eval", *sets(TINY)],
                  probe=base / "probe")
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 0, failed(p, base / "probe")
     return base
 
 
@@ -102,7 +112,7 @@ def test_two_ranks_train_write_each_file_once_and_keep_identical_weights(full):
 def test_distributed_eval_gives_the_single_process_record(full, tmp_path):
     run = full / "run"
     p = torchrun(["eval", str(run), "--results", str(tmp_path / "two.json"), *sets(EVAL)])
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 0, failed(p)
     assert main(["eval", str(run), "--results", str(tmp_path / "one.json"), *sets(EVAL)]) == 0
     two, one = (json.loads((tmp_path / f).read_text()) for f in ("two.json", "one.json"))
     assert two.pop("processes") == 2 and one.pop("processes") == 1
@@ -117,12 +127,12 @@ def test_resume_under_torchrun_is_exact_for_the_same_world_size(full, tmp_path):
     p = torchrun(args, extra_env={"RQ_SIGTERM_AT": "3"})   # rank 0 preempted in epoch 2
     assert p.returncode != 0
     err = robustq_err(p)
-    assert len(err) == 1 and "SIGTERM" in err[0], p.stderr[-3000:]
+    assert len(err) == 1 and "SIGTERM" in err[0], failed(p)
     assert f"torchrun --nproc_per_node 2 -m robustq train --resume {out.resolve()}" in err[0]
     ck = load(out / "checkpoint.pt", CHECKPOINT_FORMAT)
     assert (ck["epoch"], ck["batch"]) == (1, 2)
     p = torchrun(["train", "--resume", str(out), "--quiet", "--no-eval"])
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 0, failed(p)
     a = load(full / "run" / "checkpoint.pt", CHECKPOINT_FORMAT)
     b = load(out / "checkpoint.pt", CHECKPOINT_FORMAT)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -163,7 +173,7 @@ def test_bad_distributed_input_is_one_sentence_and_writes_nothing(tmp_path, over
                  extra_env=env)
     assert p.returncode != 0
     err = robustq_err(p)
-    assert len(err) == 1 and message in err[0], p.stderr[-3000:]
+    assert len(err) == 1 and message in err[0], failed(p)
     assert not out.exists()
 
 
