@@ -220,3 +220,41 @@ def test_reduced_sweep_files_expand_to_21_shared_points():
                 sides.append(sum(all(d.get(k) == v for k, v in match.items()) for d in descs))
             runnable += sides == [3, 3]
         assert runnable >= 1, claim
+
+
+def test_compute_is_wall_time_times_threads_and_says_what_it_leaves_out(tmp_path):
+    """Points the sweep timed count their sitting x threads; a run without that timing counts
+    its recorded epoch and evaluation seconds; a resumed point is flagged."""
+    from robustq.report.collect import core_hours
+    a = make_run(tmp_path, "a", records=[("paper", {"eval_seconds": 60})])
+    (a / "sweep-done.json").write_text(json.dumps({"sitting_seconds": 1800.0, "threads": 2, "cpus": 2,
+                                                   "cpu": "X", "resumed": False}))
+    b = make_run(tmp_path, "b", seed=1, records=[("paper", {"eval_seconds": 60})])
+    (b / "sweep-done.json").write_text(json.dumps({"sitting_seconds": 900.0, "threads": 1, "cpus": 2,
+                                                   "cpu": "X", "resumed": True}))
+    c = make_run(tmp_path, "c", seed=2, records=[("paper", {"eval_seconds": 120})])
+    (c / "metrics.csv").write_text("epoch,seconds\n1,100\n2,140\n")
+    (c / "sweep-done.json").write_text(json.dumps({"cpu": "X", "cpus": 2}))   # an older marker
+    make_run(tmp_path, "d", seed=3, records=[("paper", {"eval_seconds": 999})])   # not done: left out
+    c_h = core_hours(find_runs([tmp_path]))
+    assert c_h == {"core_hours": (3600 + 900 + 360) / 3600, "timed": 2, "untimed": 1, "resumed": 1}
+    out = tmp_path / "rep.md"
+    assert main(["report", str(tmp_path), "--out", str(out), "--no-plots"]) == 0
+    text = out.read_text()
+    assert "Compute: 1.35 core-hours" in text and "1 of them resumed" in text
+    assert "1 runs without that timing" in text and "1 sweep points not finished" in text
+
+
+def test_compute_falls_back_to_the_sweep_log(tmp_path):
+    from robustq.report.collect import core_hours
+    a = make_run(tmp_path, "a", records=[("paper", {})])
+    (a / "sweep-done.json").write_text(json.dumps({"threads": 2, "cpus": 2, "cpu": "X"}))
+    b = make_run(tmp_path, "b", seed=1, records=[("paper", {})])
+    (b / "sweep-done.json").write_text(json.dumps({"threads": 1, "cpus": 2, "cpu": "X"}))
+    events = [(0, "start", "a", 7), (5, "start", "b", 8), (100, "start", "a", 9),   # a: killed, restarted
+              (400, "done", "b", 8), (1000, "done", "a", 9)]
+    (tmp_path / "sweep-log.jsonl").write_text("".join(
+        json.dumps({"time": t, "event": e, "point": p, "host": "h", "pid": pid}) + "\n"
+        for t, e, p, pid in events) + "{torn line\n")
+    assert core_hours(find_runs([tmp_path])) == {"core_hours": (900 * 2 + 395) / 3600, "timed": 2,
+                                                   "untimed": 0, "resumed": 1}

@@ -146,6 +146,61 @@ def compute_seconds(run: Run) -> float:
     return total + sum(float(r.get("eval_seconds") or 0) for r in run.records.values())
 
 
+def sittings_from_log(path: Path) -> dict:
+    """point -> (seconds from its last ``start`` to its ``done`` by the same worker, whether it
+    was started more than once), from a sweep's ``sweep-log.jsonl`` (for points finished
+    before the done marker kept the time)."""
+    starts: dict = {}
+    n_starts: dict = {}
+    found: dict = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        try:
+            e = json.loads(line)
+            key = (e["point"], e.get("host"), e.get("pid"))
+            if e["event"] == "start":
+                starts[key] = float(e["time"])
+                n_starts[e["point"]] = n_starts.get(e["point"], 0) + 1
+            elif e["event"] == "done" and key in starts:
+                found[e["point"]] = (float(e["time"]) - starts.pop(key), n_starts[e["point"]] > 1)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def core_hours(runs: list[Run]) -> dict:
+    """The compute the runs took, in core-hours: for each point a sweep finished, its last
+    sitting's wall time (sweep-done.json ``sitting_seconds``: start-up, training, validation,
+    evaluations) or else its start-to-done time in the sweep log, times its torch threads; for
+    runs with neither (made by hand, or by an older robustq without a log), the seconds they
+    recorded (``compute_seconds``) times their threads (1 if unknown). Sweep points not yet
+    done are left out; ``resumed`` counts points whose earlier sittings are not included."""
+    timed = untimed = resumed = 0
+    seconds = 0.0
+    logs: dict = {}
+    for r in runs:
+        if r.protocol != "custom" and not r.machine:
+            continue   # a sweep point not finished (or failed): its time is not known yet
+        threads = int(r.machine.get("threads") or 1)
+        sitting, again = r.machine.get("sitting_seconds"), r.machine.get("resumed")
+        if sitting is None and r.machine:
+            folder = r.path.parent
+            if folder not in logs:
+                logs[folder] = sittings_from_log(folder / "sweep-log.jsonl")
+            sitting, again = logs[folder].get(r.path.name, (None, False))
+        if sitting is not None:
+            timed += 1
+            resumed += bool(again)
+            seconds += float(sitting) * threads
+        elif r.records:
+            untimed += 1
+            seconds += compute_seconds(r) * threads
+    return {"core_hours": seconds / 3600, "timed": timed, "untimed": untimed, "resumed": resumed}
+
+
 def check_unique(runs: list[Run]) -> None:
     """Two evaluated runs with the same settings and seed would be counted twice as one seed."""
     seen: dict = {}

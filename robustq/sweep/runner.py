@@ -142,6 +142,8 @@ def run_point(p: Point, out: Path, *, device_name: str = "auto", log=print,
 
     d = out / p.name
     d.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    resumed = (d / "checkpoint.pt").exists() or (d / TRAINED).exists()
     atomic_write(d / INFO, (json.dumps(p.info(), indent=2) + "\n").encode())
     if not (d / TRAINED).exists():
         cfg = p.config
@@ -157,7 +159,11 @@ def run_point(p: Point, out: Path, *, device_name: str = "auto", log=print,
         if not has_record(d, suite):
             log(f"{p.name}: evaluating ({suite})")
             evaluate_point(d, suite, p.eval_overrides(suite), device_name)
-    atomic_write(d / DONE, (json.dumps({"finished": time.time(), **machine()}) + "\n").encode())
+    # the wall time of this sitting (start-up, training, validation, evaluations): the report's
+    # compute total; a resumed point's earlier sittings are not in it, hence "resumed"
+    atomic_write(d / DONE, (json.dumps({"finished": time.time(), "sitting_seconds":
+                                        round(time.monotonic() - start, 1), "resumed": resumed,
+                                        **machine()}) + "\n").encode())
     try:
         (d / FAILED).unlink()
     except FileNotFoundError:
