@@ -3,6 +3,7 @@ exact resume of a point killed mid-run, and concurrent workers that never share 
 from __future__ import annotations
 
 import csv
+import os
 import json
 import multiprocessing as mp
 import subprocess
@@ -271,3 +272,30 @@ def test_sigterm_releases_the_claim_and_the_point_resumes(tmp_path):
     assert generations(out / "point") == [] and not (out / "point" / "sweep-done.json").exists()
     assert run_sweep(load_sweeps([f]), out, log=lambda *_: None)["done"] == 1
     assert len(_rows(out / "point")) == 8
+
+
+def test_sigterm_to_the_parent_alone_stops_its_workers(tmp_path):
+    """``kill PID`` of a --workers 2 sweep (not its process group): the workers checkpoint and
+    exit too, instead of training on after the sweep says it stopped."""
+    import signal
+
+    f = write_sweep(tmp_path / "s.yaml", set={"train.epochs": 8}, seeds=[0, 1])
+    out = tmp_path / "out"
+    proc = popen("sweep", str(f), "--out", str(out), "--workers", "2")
+    deadline = time.time() + 180
+    while len(list(out.glob("*/checkpoint.pt"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(list(out.glob("*/checkpoint.pt"))) == 2
+    proc.send_signal(signal.SIGTERM)
+    text = proc.communicate(timeout=180)[0]
+    assert proc.returncode == 130 and "run the same robustq sweep command" in text
+    points = sorted(d for d in out.iterdir() if d.is_dir())
+    assert len(points) == 2
+    for d in points:   # each checkpointed, its claim released, not done
+        assert generations(d) == [] and not (d / "sweep-done.json").exists()
+    import re
+    pids = {int(m) for m in re.findall(r"\[pid (\d+)\]", text)}
+    assert len(pids) == 2
+    for pid in pids:   # both workers are gone, not training on
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

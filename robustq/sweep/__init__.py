@@ -58,6 +58,26 @@ def _collect(procs, queue) -> list[dict]:
     return results
 
 
+def _stop(procs) -> None:
+    """The sweep was interrupted (Ctrl-C, or SIGTERM sent to this process alone, as by a job
+    scheduler or ``kill``): pass SIGTERM on to every live worker, which checkpoints its point at
+    the next batch and releases its claim, and wait for them, so that none keeps training
+    unseen after the sweep says it stopped."""
+    import signal
+
+    for proc in procs:
+        if proc.is_alive():
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for proc in procs:
+        proc.join(timeout=300)
+        if proc.is_alive():   # stuck past any checkpoint: do not leave it running
+            proc.kill()
+            proc.join()
+
+
 def run_sweep(points: list[Point], out: str | Path, *, workers: int = 1,
               threads: Optional[int] = None, opts: Optional[dict] = None, log=print) -> dict:
     """Run ``points`` into ``out``; returns ``{"done": n, "failed": n, "remaining": n}``.
@@ -83,7 +103,11 @@ def run_sweep(points: list[Point], out: str | Path, *, workers: int = 1,
                  for _ in range(workers)]
         for proc in procs:
             proc.start()
-        results = _collect(procs, queue)
+        try:
+            results = _collect(procs, queue)
+        except KeyboardInterrupt:
+            _stop(procs)
+            raise
         counts = {k: sum(r[k] for r in results) for k in ("done", "failed")}
     remaining = sum(status(out, p) != "done" for p in points)
     return {"done": counts["done"], "failed": counts["failed"], "remaining": remaining}
