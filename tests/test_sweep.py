@@ -3,9 +3,10 @@ exact resume of a point killed mid-run, and concurrent workers that never share 
 from __future__ import annotations
 
 import csv
-import os
 import json
 import multiprocessing as mp
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -293,7 +294,6 @@ def test_sigterm_to_the_parent_alone_stops_its_workers(tmp_path):
     assert len(points) == 2
     for d in points:   # each checkpointed, its claim released, not done
         assert generations(d) == [] and not (d / "sweep-done.json").exists()
-    import re
     pids = {int(m) for m in re.findall(r"\[pid (\d+)\]", text)}
     assert len(pids) == 2
     for pid in pids:   # both workers are gone, not training on

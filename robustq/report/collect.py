@@ -39,6 +39,11 @@ class Run:
     def descriptor(self) -> dict:
         return descriptor(self.config)
 
+    @property
+    def pending(self) -> bool:
+        """A sweep point without its done marker: still running, interrupted, or failed."""
+        return self.protocol != "custom" and not self.machine
+
 
 def loss_label(loss: dict) -> str:
     """``natural``, ``at`` (eq. (8) with alpha 0, beta 1 is the same objective),
@@ -171,6 +176,14 @@ def sittings_from_log(path: Path) -> dict:
     return found
 
 
+def _number(x) -> float | None:
+    """A marker's number, or None where it is missing or not a number (a hand-edited file)."""
+    try:
+        return float(x) if x is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 def core_hours(runs: list[Run]) -> dict:
     """The compute the runs took, in core-hours: for each point a sweep finished, its last
     sitting's wall time (sweep-done.json ``sitting_seconds``: start-up, training, validation,
@@ -182,10 +195,10 @@ def core_hours(runs: list[Run]) -> dict:
     seconds = 0.0
     logs: dict = {}
     for r in runs:
-        if r.protocol != "custom" and not r.machine:
-            continue   # a sweep point not finished (or failed): its time is not known yet
-        threads = int(r.machine.get("threads") or 1)
-        sitting, again = r.machine.get("sitting_seconds"), r.machine.get("resumed")
+        if r.pending:
+            continue   # its time is not known yet
+        threads = int(_number(r.machine.get("threads")) or 1)
+        sitting, again = _number(r.machine.get("sitting_seconds")), r.machine.get("resumed")
         if sitting is None and r.machine:
             folder = r.path.parent
             if folder not in logs:
@@ -194,7 +207,7 @@ def core_hours(runs: list[Run]) -> dict:
         if sitting is not None:
             timed += 1
             resumed += bool(again)
-            seconds += float(sitting) * threads
+            seconds += sitting * threads
         elif r.records:
             untimed += 1
             seconds += compute_seconds(r) * threads

@@ -26,7 +26,7 @@ def _suites(runs: list[Run]) -> list[str]:
 def header(runs: list[Run], protocol: str, command: str) -> list[tuple]:
     evaluated = sum(bool(r.records) for r in runs)
     failed = [r for r in runs if r.failed]
-    unfinished = sum(r.protocol != "custom" and not r.machine and not r.failed for r in runs)
+    unfinished = sum(r.pending and not r.failed for r in runs)
     n_eval = {s: sorted({rec.get("n_eval") for r in runs for k, rec in r.records.items() if k == s}
                         - {None}) for s in _suites(runs)}
     blocks = [("h", 1, f"Reproduction report: protocol {protocol}"),
