@@ -23,6 +23,11 @@ def _cmd_sweep(args) -> None:
             print(f"  {status(out, p) if out.is_dir() else 'new':8} {p.name}")
         return
     opts = {"device": args.device or "auto", "stale_after_s": args.stale_after}
+    if args.stop_after is not None:
+        if args.stop_after < 0:
+            raise ConfigError(f"--stop-after must be >= 0 minutes, got {args.stop_after:g}")
+        import time
+        opts["start_before"] = time.time() + 60.0 * args.stop_after
     if args.submitit:
         return _submit(args, points, opts)
     import signal
@@ -31,7 +36,8 @@ def _cmd_sweep(args) -> None:
                        threads=args.threads, opts=opts)
     print(f"sweep: {counts['done']} points run here, {counts['failed']} failed, "
           f"{counts['remaining']} of {len(mine)} not done (held by other workers, failed, or "
-          f"interrupted){'' if counts['remaining'] else '; all done'}; {cpu_count()} CPUs here")
+          f"interrupted{', or not started after --stop-after' if args.stop_after is not None else ''})"
+          f"{'' if counts['remaining'] else '; all done'}; {cpu_count()} CPUs here")
     if counts["failed"]:
         raise RobustqError(f"{counts['failed']} points failed (see sweep-failed.json in their run "
                            f"directories); fix the cause and run the same command again")
@@ -48,6 +54,9 @@ def _submit(args, points, opts) -> None:
 
     if args.dry_run or args.shard:
         raise ConfigError("--submitit makes its own shards (--jobs N); drop --shard and --dry-run")
+    if args.stop_after is not None:
+        raise ConfigError("--stop-after is for a sweep run here; submitted jobs are bounded by "
+                          "--timeout-min (and requeued when they hit it)")
     check_data(points)
     check_existing(Path(args.out), points)
     params = {k: v for k, v in (("timeout_min", args.timeout_min), ("slurm_partition", args.partition),
@@ -87,6 +96,10 @@ def add_sweep_verbs(sub) -> None:
     s.add_argument("--stale-after", type=float, default=600.0, metavar="S",
                    help="seconds without heartbeat after which another host's claim is taken "
                         "over (default 600; a dead pid on this host is taken over at once)")
+    s.add_argument("--stop-after", type=float, metavar="MIN",
+                   help="start no new point after MIN minutes; the points running then finish "
+                        "(a job's time limit, or a machine wanted back, without losing a point "
+                        "half trained); run the same command again to go on")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value in every point (repeatable)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,

@@ -299,3 +299,25 @@ def test_sigterm_to_the_parent_alone_stops_its_workers(tmp_path):
     for pid in pids:   # both workers are gone, not training on
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_stop_after_lets_the_running_point_finish_and_starts_no_other(tmp_path, capsys):
+    f = write_sweep(tmp_path / "s.yaml", set={"train.epochs": 2}, seeds=[0, 1])
+    out = tmp_path / "out"
+    start_before = time.time() + 1.0
+
+    def slow_epoch(epoch):   # the first point outlives the deadline
+        while time.time() < start_before + 0.1:
+            time.sleep(0.05)
+
+    counts = run_sweep(load_sweeps([f]), out, log=lambda *_: None,
+                       opts={"start_before": start_before, "on_epoch_end": slow_epoch})
+    assert counts == {"done": 1, "failed": 0, "remaining": 1}
+    assert (out / "seed-0" / "sweep-done.json").exists() and not (out / "seed-1").exists()
+    assert generations(out / "seed-0") == []
+    # the same command again (no deadline) goes on with the point not started
+    assert main(["sweep", str(f), "--out", str(out), "--stop-after", "0"]) == 0
+    assert "0 points run here" in capsys.readouterr().out and not (out / "seed-1").exists()
+    assert run_sweep(load_sweeps([f]), out, log=lambda *_: None)["done"] == 1
+    assert main(["sweep", str(f), "--out", str(out), "--stop-after", "-1"]) == 2
+    assert "--stop-after must be >= 0 minutes, got -1" in capsys.readouterr().err

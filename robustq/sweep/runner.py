@@ -221,15 +221,21 @@ def status_text(d: Path) -> str:
 
 def work(points: list[Point], out: Path, opts: Optional[dict] = None, log=print) -> dict:
     """One worker: passes over the points, running every one it can claim, until a pass finds
-    nothing left to do. Returns counts of done / failed / skipped points."""
+    nothing left to do, or until ``opts["start_before"]`` (a ``time.time()``) has passed: the
+    point it is running then finishes, no other starts. Returns counts of done / failed /
+    skipped points."""
     opts = opts or {}
     counts = {"done": 0, "failed": 0, "skipped": 0}
     tried_failed: set[str] = set()
+    deadline = opts.get("start_before")   # --stop-after: a time.time() past which no point starts
     while True:
         progressed = False
         for p in points:
             if p.name in tried_failed:
                 continue
+            if deadline is not None and time.time() >= deadline:
+                log("--stop-after reached: starting no new point")
+                return counts
             result = _attempt(p, out, opts, log)
             if result == "failed":
                 tried_failed.add(p.name)
