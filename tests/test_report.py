@@ -68,6 +68,13 @@ def test_mean_std_and_the_paired_rule():
     assert close.verdict == HOLDS and far.verdict == FAILS
     assert combine([HOLDS, NOT_RUN]) == HOLDS and combine([HOLDS, INCONCLUSIVE]) == INCONCLUSIVE
     assert combine([HOLDS, FAILS]) == FAILS and combine([NOT_RUN]) == NOT_RUN
+    # one value in every run of both settings: inconclusive, and marked as carrying no signal
+    flat = paired({0: 0.0, 1: 0.0, 2: 0.0}, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert flat.verdict == INCONCLUSIVE and flat.constant == 0.0
+    assert paired({0: .4, 1: .4, 2: .4}, {0: .4, 1: .4, 2: .41}).constant is None
+    # equal values are evidence for "similar", not an absence of signal
+    same = paired({0: .99, 1: .99}, {0: .99, 1: .99}, "similar", 1.0)
+    assert same.verdict == HOLDS and same.constant is None
 
 
 def make_run(root, name, *, protocol="reduced", seed=0, records=(), **cfg_over):
@@ -119,6 +126,23 @@ def test_report_cells_and_verdicts_from_constructed_records(tmp_path):
     strong = claims(runs, "strong")["C1"]["comparisons"][1]
     assert strong.metric == "robust_acc_worst" and strong.result.verdict == HOLDS
     assert claims(runs, "paper")["C2"]["verdict"] == NOT_RUN
+
+
+def test_a_metric_that_never_moves_is_reported_as_no_signal(tmp_path):
+    nat4 = dict(data__name="cifar10", quant__scheme="4bit", quant__method="br", model__depth=20,
+                model__noise=0.0)
+    for seed in range(3):
+        for name, over in (("nat", dict(loss__name="natural")),
+                           ("at", dict(loss__name="tradeoff", loss__alpha=0.0, loss__beta=1.0))):
+            make_run(tmp_path / "runs", f"{name}-{seed}", seed=seed, **nat4, **over,
+                     records=[("paper", {"channel_sparsity": 0.0})])
+    out = tmp_path / "rep.md"
+    assert main(["report", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    md = out.read_text()
+    row = next(line for line in md.splitlines() if "T5.r20_4b_nat | T5.r20_4b_at" in line)
+    assert row.endswith("| inconclusive (no signal) |")
+    assert "| C5 |" in md and "inconclusive (no signal)" in md.split("| C5 |")[1].splitlines()[0]
+    assert "No signal: channel_sparsity = 0.00 % in every run" in md
 
 
 def test_report_writes_csv_markdown_html_and_plots(tmp_path):

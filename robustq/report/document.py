@@ -12,7 +12,7 @@ import math
 from .collect import Run, core_hours
 from .paper import STRONG_COLUMNS, claims, matched_run_ids, paper_columns, paper_data, table_rows
 from .render import fmt_cell, fmt_paper
-from .stats import RULE
+from .stats import NOT_RUN, RULE
 
 SUITE_TEXT = {"paper": "the paper's protocol (A1 FGSM, A2 IFGSM-20, A3 its C&W; noise on, one draw)",
               "strong": "the strong suite (EOT, accuracy over noise draws, worst case per example)"}
@@ -74,14 +74,14 @@ def claim_blocks(runs: list[Run]) -> list[tuple]:
     suites = [s for s in _suites(runs) if s in ("paper", "strong")] or ["paper"]
     per_suite = {s: claims(runs, s) for s in suites}
     first = per_suite[suites[0]]
-    rows = [[cid, c["text"], *[per_suite[s][cid]["verdict"] for s in suites]]
+    rows = [[cid, c["text"], *[_claim_verdict(per_suite[s][cid]) for s in suites]]
             for cid, c in first.items()]
     blocks = [("h", 2, "Claims"), ("table", ["claim", "what the paper says",
                                               *[f"verdict ({s})" for s in suites]], rows),
               ("h", 3, "Verdict rule"), *_rule_blocks()]
     for cid, c in first.items():
         blocks.append(("h", 3, f"{cid}: {c['text']}"))
-        table = []
+        table, flat = [], set()
         for s in suites:
             for comp in per_suite[s][cid]["comparisons"]:
                 r = comp.result
@@ -89,10 +89,25 @@ def claim_blocks(runs: list[Run]) -> list[tuple]:
                 diffs = ", ".join(f"{d:+.2f}" for d in r.diffs) or "–"
                 stat = "–" if math.isnan(r.mean) else (
                     f"{r.mean:+.2f} ± {r.se:.2f}" if not math.isnan(r.se) else f"{r.mean:+.2f}")
-                table.append([s, comp.a, comp.b, comp.metric, test, diffs, stat, r.verdict])
+                verdict = r.verdict if r.constant is None else f"{r.verdict} (no signal)"
+                table.append([s, comp.a, comp.b, comp.metric, test, diffs, stat, verdict])
+                if r.constant is not None:
+                    flat.add(f"{comp.metric} = {100 * r.constant:.2f} %")
         blocks.append(("table", ["suite", "a", "b", "metric", "test", "paired diffs (points)",
                                  "mean ± SE", "verdict"], table))
+        if flat:
+            blocks.append(("p", "No signal: " + ", ".join(sorted(flat)) + " in every run of both "
+                           "settings of each comparison marked (no signal), so those comparisons "
+                           "say nothing about the claim at this budget."))
     return blocks
+
+
+def _claim_verdict(claim: dict) -> str:
+    """The claim's verdict, marked "no signal" when every comparison run has none."""
+    run = [c.result for c in claim["comparisons"] if c.result.verdict != NOT_RUN]
+    if run and all(r.constant is not None for r in run):
+        return f"{claim['verdict']} (no signal)"
+    return claim["verdict"]
 
 
 def _rule_blocks() -> list[tuple]:

@@ -9,6 +9,10 @@ differences d_s = a_s - b_s, in percentage points. With m their mean and SE = sd
 * ``similar`` (a about equals b, within ``tol`` points): **holds** if |m| + 2 SE <= tol;
   **does not hold** if |m| - 2 SE > tol; **inconclusive** otherwise.
 
+A ``greater`` comparison whose metric has one and the same value in every run of both settings
+(say a channel sparsity of 0 everywhere) is inconclusive and is marked as having no signal: the
+budget did not move that metric, so the data say nothing about the claim either way.
+
 This is a rough rule, not a significance test: with n = 3 seeds, m = 2 SE is a t statistic of 2
 on 2 degrees of freedom (two-sided p ~ 0.18); requiring every pair to agree in sign is what
 makes "holds" meaningful at that n. A claim holds if every comparison that was run holds, does
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_RUN = "holds", "does not hold", "inconclusive", "not run"
 
@@ -41,6 +46,7 @@ class Paired:
     mean: float
     se: float
     verdict: str
+    constant: Optional[float] = None   # the one value of every run of a and b (no signal)
 
 
 def paired(a: dict, b: dict, test: str = "greater", tol: float = 0.0) -> Paired:
@@ -54,6 +60,9 @@ def paired(a: dict, b: dict, test: str = "greater", tol: float = 0.0) -> Paired:
     se = sd / math.sqrt(n) if n > 1 else math.nan
     if n < 2:
         return Paired(seeds, diffs, m, se, INCONCLUSIVE)
+    values = {a[s] for s in seeds} | {b[s] for s in seeds}
+    if test == "greater" and len(values) == 1:
+        return Paired(seeds, diffs, m, se, INCONCLUSIVE, constant=values.pop())
     return Paired(seeds, diffs, m, se, _verdict(diffs, m, se, test, tol))
 
 
