@@ -266,7 +266,15 @@ def test_compute_is_wall_time_times_threads_and_says_what_it_leaves_out(tmp_path
     assert main(["report", str(tmp_path), "--out", str(out), "--no-plots"]) == 0
     text = out.read_text()
     assert "Compute: 1.35 core-hours" in text and "1 of them resumed" in text
-    assert "1 runs without that timing" in text and "1 sweep points not finished" in text
+    assert "1 run without that timing" in text and "1 sweep point not finished" in text
+    # the same costs per setting: a, b and c share one (seeds 0-2), in core-minutes
+    from robustq.report.collect import cost_by_setting
+    (row,) = cost_by_setting(find_runs([tmp_path]))
+    assert (row["runs"], row["untimed"]) == (3, 1)
+    assert round(row["minutes_mean"], 6) == round((60 + 15 + 6) / 3, 6)
+    assert round(row["core_hours"], 6) == round((3600 + 900 + 360) / 3600, 6)
+    line = next(l for l in text.splitlines() if "(1 untimed)" in l)
+    assert line.endswith("| 3 (1 untimed) | 27.0 ± 28.9 | 1.35 |")
 
 
 def test_compute_falls_back_to_the_sweep_log(tmp_path):

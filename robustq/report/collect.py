@@ -184,6 +184,27 @@ def _number(x) -> float | None:
         return None
 
 
+def run_cost(run: Run, logs: dict) -> tuple[str, float, bool]:
+    """(kind, core-seconds, resumed) of one run, as ``core_hours`` counts it: kind ``timed``
+    (a finished sweep point's last sitting), ``untimed`` (its recorded seconds only) or
+    ``none`` (a sweep point not yet done, or a run with no record). ``logs`` caches the sweep
+    logs read, folder -> ``sittings_from_log``."""
+    if run.pending:
+        return "none", 0.0, False   # its time is not known yet
+    threads = int(_number(run.machine.get("threads")) or 1)
+    sitting, again = _number(run.machine.get("sitting_seconds")), run.machine.get("resumed")
+    if sitting is None and run.machine:
+        folder = run.path.parent
+        if folder not in logs:
+            logs[folder] = sittings_from_log(folder / "sweep-log.jsonl")
+        sitting, again = logs[folder].get(run.path.name, (None, False))
+    if sitting is not None:
+        return "timed", sitting * threads, bool(again)
+    if run.records:
+        return "untimed", compute_seconds(run) * threads, False
+    return "none", 0.0, False
+
+
 def core_hours(runs: list[Run]) -> dict:
     """The compute the runs took, in core-hours: for each point a sweep finished, its last
     sitting's wall time (sweep-done.json ``sitting_seconds``: start-up, training, validation,
@@ -191,27 +212,37 @@ def core_hours(runs: list[Run]) -> dict:
     runs with neither (made by hand, or by an older robustq without a log), the seconds they
     recorded (``compute_seconds``) times their threads (1 if unknown). Sweep points not yet
     done are left out; ``resumed`` counts points whose earlier sittings are not included."""
-    timed = untimed = resumed = 0
-    seconds = 0.0
+    counts = {"timed": 0, "untimed": 0, "none": 0}
+    resumed, seconds, logs = 0, 0.0, {}
+    for r in runs:
+        kind, cost, again = run_cost(r, logs)
+        counts[kind] += 1
+        resumed += again
+        seconds += cost
+    return {"core_hours": seconds / 3600, "timed": counts["timed"], "untimed": counts["untimed"],
+            "resumed": resumed}
+
+
+def cost_by_setting(runs: list[Run]) -> list[dict]:
+    """One row per setting (the descriptor without the seed) of the runs with a known cost:
+    how many, their core-minutes each (mean, sample std) and in all, largest total first."""
+    from .stats import mean_std
+
+    groups: dict = {}
     logs: dict = {}
     for r in runs:
-        if r.pending:
-            continue   # its time is not known yet
-        threads = int(_number(r.machine.get("threads")) or 1)
-        sitting, again = _number(r.machine.get("sitting_seconds")), r.machine.get("resumed")
-        if sitting is None and r.machine:
-            folder = r.path.parent
-            if folder not in logs:
-                logs[folder] = sittings_from_log(folder / "sweep-log.jsonl")
-            sitting, again = logs[folder].get(r.path.name, (None, False))
-        if sitting is not None:
-            timed += 1
-            resumed += bool(again)
-            seconds += sitting * threads
-        elif r.records:
-            untimed += 1
-            seconds += compute_seconds(r) * threads
-    return {"core_hours": seconds / 3600, "timed": timed, "untimed": untimed, "resumed": resumed}
+        kind, cost, _ = run_cost(r, logs)
+        if kind == "none":
+            continue
+        d = r.descriptor
+        key = (d["dataset"], d["model"], d["quant"], str(d["method"]), d["loss"])
+        groups.setdefault(key, []).append((cost / 60, kind))
+    rows = []
+    for key, items in groups.items():
+        m, sd, n = mean_std([c for c, _ in items])
+        rows.append({"setting": key, "runs": n, "untimed": sum(k == "untimed" for _, k in items),
+                     "minutes_mean": m, "minutes_std": sd, "core_hours": m * n / 60})
+    return sorted(rows, key=lambda r: (-r["core_hours"], r["setting"]))
 
 
 def check_unique(runs: list[Run]) -> None:
