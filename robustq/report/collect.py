@@ -21,6 +21,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..models import model_name
+from .stats import mean_std
 
 RECORD_GLOBS = ("eval-*.json", "results.json", "results-*.json")
 MAX_DEPTH = 4
@@ -212,22 +213,17 @@ def core_hours(runs: list[Run]) -> dict:
     runs with neither (made by hand, or by an older robustq without a log), the seconds they
     recorded (``compute_seconds``) times their threads (1 if unknown). Sweep points not yet
     done are left out; ``resumed`` counts points whose earlier sittings are not included."""
-    counts = {"timed": 0, "untimed": 0, "none": 0}
-    resumed, seconds, logs = 0, 0.0, {}
-    for r in runs:
-        kind, cost, again = run_cost(r, logs)
-        counts[kind] += 1
-        resumed += again
-        seconds += cost
-    return {"core_hours": seconds / 3600, "timed": counts["timed"], "untimed": counts["untimed"],
-            "resumed": resumed}
+    logs: dict = {}
+    costs = [run_cost(r, logs) for r in runs]
+    return {"core_hours": sum(c for _, c, _ in costs) / 3600,
+            "timed": sum(k == "timed" for k, _, _ in costs),
+            "untimed": sum(k == "untimed" for k, _, _ in costs),
+            "resumed": sum(again for _, _, again in costs)}
 
 
 def cost_by_setting(runs: list[Run]) -> list[dict]:
     """One row per setting (the descriptor without the seed) of the runs with a known cost:
     how many, their core-minutes each (mean, sample std) and in all, largest total first."""
-    from .stats import mean_std
-
     groups: dict = {}
     logs: dict = {}
     for r in runs:

@@ -162,9 +162,11 @@ def other_blocks(runs: list[Run]) -> list[tuple]:
                               "suite", "N", "worst case"], rows)]
     cost = cost_by_setting(runs)
     if cost:
-        rows = [[*c["setting"], str(c["runs"]) + (f" ({c['untimed']} untimed)" if c["untimed"] else ""),
-                 f"{c['minutes_mean']:.1f} ± {c['minutes_std']:.1f}" if c["runs"] > 1 else f"{c['minutes_mean']:.1f}", f"{c['core_hours']:.2f}"]
-                for c in cost]
+        rows = []
+        for c in cost:
+            runs_text = str(c["runs"]) + (f" ({c['untimed']} untimed)" if c["untimed"] else "")
+            each = f"{c['minutes_mean']:.1f}" + (f" ± {c['minutes_std']:.1f}" if c["runs"] > 1 else "")
+            rows.append([*c["setting"], runs_text, each, f"{c['core_hours']:.2f}"])
         blocks += [("h", 2, "Compute per setting"),
                    ("p", "Core-minutes per run (wall time x torch threads, counted as in the "
                          "compute total above), mean ± sample std over the runs of each setting; "
